@@ -1,0 +1,283 @@
+"""Checkpoints: the project's own format, the paper's reference format, and open_clip backbones.
+
+Project checkpoint: one safetensors file whose metadata holds the encoder config as JSON. An *adapter*
+checkpoint holds only the method's tensors (a few MB for ViT-B/32) and names its backbone (open_clip
+architecture plus a pretrained tag, or a weights file by path and sha256); a *full* checkpoint also holds
+the backbone, for models trained from scratch. A folder checkpoint is a folder with ``model.safetensors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .backbone import (
+    CheckpointError,
+    arch_from_clip_state_dict,
+    build_clip,
+    is_torchscript,
+    load_clip_weights,
+)
+from .config import BackboneConfig, ConfigError, EncoderConfig, MethodConfig, get_config
+from .encoder import DualAttentionCLIP, Encoder
+
+FORMAT = "tvr-checkpoint/1"
+FOLDER_FILE = "model.safetensors"
+PACKAGED = Path(__file__).parent / "checkpoints"
+_REFERENCE_LORA = re.compile(r"^clip\.(visual\.)?transformer\.resblocks\.(\d+)\.attn\.TVPt_LoRA_([ab])$")
+
+
+def load_encoder(
+    source: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    backbone_weights: str | None = None,
+    **method_overrides: Any,
+) -> Encoder:
+    """An inference encoder from any checkpoint source.
+
+    ``source`` is one of: a project checkpoint file or folder; the name of a packaged checkpoint (``demo``);
+    a checkpoint saved by the paper's reference implementation (detected by its ``clip.`` keys); or a
+    zero-shot backbone spec ``openclip:ARCH/TAG`` or ``openclip:ARCH/path/to/weights``.
+    ``backbone_weights`` points an adapter checkpoint at a local copy of its backbone weights.
+    """
+    model = load_model(source, backbone_weights=backbone_weights, **method_overrides)
+    checkpoint_id = model.weights_digest()
+    return Encoder(model, checkpoint_id, device)
+
+
+def load_model(
+    source: str | os.PathLike[str], backbone_weights: str | None = None, **method_overrides: Any
+) -> DualAttentionCLIP:
+    """The trainable module behind load_encoder (training resumes and fine-tunes from it)."""
+    text = str(source)
+    if text.startswith("openclip:"):
+        return _zero_shot_model(text[len("openclip:") :], method_overrides)
+    path = Path(text).expanduser()
+    if not path.exists() and (PACKAGED / text).is_dir():
+        path = PACKAGED / text
+    if path.is_dir():
+        path = path / FOLDER_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {text!r} not found: expected a checkpoint file or folder, a packaged name "
+            f"({', '.join(list_packaged()) or 'none installed'}) or openclip:ARCH/TAG"
+        )
+    if _is_safetensors(path):
+        return _project_model(path, backbone_weights, method_overrides)
+    return _reference_model(path, method_overrides)
+
+
+def create_model(
+    config: str | EncoderConfig, pretrained: str | None = None, **method_overrides: Any
+) -> DualAttentionCLIP:
+    """A fresh trainable model from a config name or object: untrained adapter, backbone from ``pretrained``."""
+    config = get_config(config) if isinstance(config, str) else config
+    if pretrained is not None:
+        config.backbone.pretrained = pretrained
+    _apply_overrides(config, method_overrides)
+    return DualAttentionCLIP(config, build_clip(config.backbone))
+
+
+def list_packaged() -> list[str]:
+    return sorted(p.name for p in PACKAGED.glob("*") if (p / FOLDER_FILE).is_file()) if PACKAGED.is_dir() else []
+
+
+# --- project format ----------------------------------------------------------------------------------------
+def save_checkpoint(model: DualAttentionCLIP, path: str | os.PathLike[str], full: bool | None = None) -> Path:
+    """Write ``model`` as a project checkpoint (a ``.safetensors`` file, or a folder); atomic.
+
+    ``full`` defaults to True when the backbone has no pretrained source to rebuild it from.
+    """
+    if model.lora_folded:
+        raise ValueError("cannot save a model whose LoRA was folded for inference")
+    config = model.config
+    if full is None:
+        full = config.backbone.pretrained is None
+    path = Path(path)
+    target = path if path.suffix == ".safetensors" else path / FOLDER_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tensors = model.state_dict() if full else model.adapter_state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "full": json.dumps(full), "config": config.to_json()}
+    tmp = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, target)
+    if target.name == FOLDER_FILE:
+        (target.parent / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    return target
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"  # 8-byte little-endian header size, then the JSON header
+
+
+def _project_model(path: Path, backbone_weights: str | None, overrides: dict[str, Any]) -> DualAttentionCLIP:
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a tvr checkpoint (no '{FORMAT}' metadata)")
+    config = EncoderConfig.from_dict(json.loads(metadata["config"]))
+    _apply_overrides(config, overrides)
+    full = json.loads(metadata.get("full", "false"))
+    if full:
+        config.backbone.pretrained = None  # the backbone comes from this file
+    elif backbone_weights is not None:
+        config.backbone.pretrained = backbone_weights
+    _check_backbone_reachable(config.backbone, path)
+    model = DualAttentionCLIP(config, build_clip(config.backbone))
+    _load_tensors(model, tensors, full, str(path))
+    return model
+
+
+def _check_backbone_reachable(backbone: BackboneConfig, path: Path) -> None:
+    pretrained = backbone.pretrained
+    if backbone.weights_sha256 and pretrained is not None and not Path(pretrained).expanduser().exists():
+        raise CheckpointError(
+            f"checkpoint {path} was trained on the backbone weights file {pretrained} "
+            f"(sha256 {backbone.weights_sha256[:12]}...), which is not here: pass backbone_weights=PATH"
+        )
+
+
+def _load_tensors(model: DualAttentionCLIP, tensors: dict[str, torch.Tensor], full: bool, source: str) -> None:
+    own = model.state_dict() if full else model.adapter_state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {source} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for key, value in tensors.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"checkpoint {source}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(tensors, strict=True)
+
+
+def _apply_overrides(config: EncoderConfig, overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if not hasattr(config.method, key):
+            raise ConfigError(
+                f"unknown method option {key!r}; known: {[f.name for f in dataclasses.fields(MethodConfig)]}"
+            )
+        setattr(config.method, key, value)
+
+
+# --- zero-shot backbones ---------------------------------------------------------------------------------
+def _zero_shot_model(spec: str, overrides: dict[str, Any]) -> DualAttentionCLIP:
+    arch, _, pretrained = spec.partition("/")
+    if not arch or not pretrained:
+        raise ConfigError(f"backbone spec 'openclip:{spec}' must be openclip:ARCH/TAG or openclip:ARCH/PATH")
+    try:
+        config = get_config(arch)
+    except ConfigError:
+        config = EncoderConfig(name=arch, backbone=BackboneConfig(arch=arch))
+    local = Path(pretrained).expanduser()
+    if not local.exists() and (pretrained.startswith(("/", ".", "~")) or "/" in pretrained):
+        raise CheckpointError(f"backbone weights file {pretrained} does not exist")
+    quick_gelu = pretrained == "openai" or arch.endswith("-quickgelu") or (local.is_file() and is_torchscript(local))
+    config.backbone = BackboneConfig(arch=arch, pretrained=pretrained, quick_gelu=quick_gelu)
+    config.method.zero_shot = True
+    config.name = f"openclip:{spec}"
+    _apply_overrides(config, overrides)
+    return DualAttentionCLIP(config, build_clip(config.backbone))
+
+
+# --- the paper's reference format ------------------------------------------------------------------------
+def _reference_model(path: Path, overrides: dict[str, Any]) -> DualAttentionCLIP:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read (corrupt, truncated, or not a checkpoint): {exc}"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not any(str(k).startswith("clip.") for k in state):
+        raise CheckpointError(
+            f"{path} is neither a tvr checkpoint nor a reference checkpoint (a state dict with 'clip.' keys)"
+        )
+    state = {k[len("module.") :] if k.startswith("module.") else k: v.float() for k, v in state.items()}
+    clip_state: dict[str, torch.Tensor] = {}
+    adapter: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = _REFERENCE_LORA.match(key)
+        if match:
+            tower = "visual_lora" if match.group(1) else "text_lora"
+            adapter[f"{tower}.{match.group(2)}.{match.group(3)}"] = value
+        elif key == "clip.visual.prompt_embeddings":
+            adapter["prompts"] = value.reshape(value.shape[-2], value.shape[-1])
+        elif key == "clip.visual.frame_positional_embedding.weight":
+            continue  # created by the reference but never used
+        elif key.startswith("clip."):
+            clip_state[key[len("clip.") :]] = value
+    arch = arch_from_clip_state_dict(clip_state)
+    method = _reference_method(arch, adapter, _reference_sidecar(path))
+    config = EncoderConfig(
+        name=f"reference:{path.name}",
+        backbone=BackboneConfig(arch=arch, pretrained=None, quick_gelu=True),
+        method=method,
+    )
+    _apply_overrides(config, overrides)
+    model = DualAttentionCLIP(config, build_clip(config.backbone))
+    load_clip_weights(model.clip, clip_state, str(path))
+    _load_tensors(model, adapter, full=False, source=str(path))
+    return model
+
+
+def _reference_method(arch: dict[str, Any], adapter: dict[str, torch.Tensor], args: dict[str, Any]) -> MethodConfig:
+    """The paper's defaults, with sizes read off the tensors and any run arguments found beside the file."""
+    method = MethodConfig()
+    if "visual_lora.0.a" in adapter:
+        method.lora_rank = int(adapter["visual_lora.0.a"].shape[0])
+    method.num_prompts = int(adapter["prompts"].shape[0]) if "prompts" in adapter else 0
+    patches = (arch["vision_cfg"]["image_size"] // arch["vision_cfg"]["patch_size"]) ** 2
+    method.sel_drop = 10 if patches == 49 else max(0, round(patches * 10 / 49))  # the paper's 10 of 49
+    if "max_frames" in args:
+        method.num_frames = int(args["max_frames"])
+    if "max_words" in args:
+        method.max_words = int(args["max_words"])
+    if "global_visual_prompt_length" in args:
+        method.num_prompts = int(args["global_visual_prompt_length"])
+    if "sel_layer" in args:
+        method.sel_layer = int(args["sel_layer"])
+    if "r" in args:
+        method.sel_drop = int(args["r"])
+    if "alpha" in args:
+        method.sel_alpha = float(args["alpha"])
+    if "seg_layer" in args:
+        method.merge_layers = [int(v) for v in str(args["seg_layer"]).split("-")]
+    if "seg_num" in args:
+        method.merge_units = [int(v) for v in str(args["seg_num"]).split("-")]
+    return method
+
+
+def _reference_sidecar(path: Path) -> dict[str, Any]:
+    """The reference run's arguments, when a JSON file beside the checkpoint records them.
+
+    Looked for in ``<checkpoint stem>.json`` and ``meta.json``, as ``{"hyperparameters": {...}}`` with the
+    reference's argument names (``r``, ``alpha``, ``sel_layer``, ``seg_layer``, ``seg_num``, ...).
+    """
+    for candidate in (path.with_suffix(".json"), path.parent / "meta.json"):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text())
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get("hyperparameters"), dict):
+                return data["hyperparameters"]
+    return {}

@@ -1,0 +1,194 @@
+"""The dual-attention CLIP (trainable module) and the inference wrapper every other part uses."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from torch import nn
+
+from .config import EncoderConfig
+from .lora import QKVLoRA
+from .preprocess import preprocess_frames
+from .text_tower import run_text_tower, tokenize
+from .video_tower import run_video_tower
+
+
+class DualAttentionCLIP(nn.Module):
+    """A frozen open_clip CLIP plus the method's trainable parts: LoRA in both towers, prompts, temporal table.
+
+    ``forward``-style methods return raw (not normalised) embeddings, as the loss and METHOD.md define them.
+    """
+
+    def __init__(self, config: EncoderConfig, clip: CLIP) -> None:
+        super().__init__()
+        method = config.method
+        visual = clip.visual
+        num_patches = visual.grid_size[0] * visual.grid_size[1]
+        method.validate(num_layers=len(visual.transformer.resblocks), num_patches=num_patches)
+        self.config = config
+        self.clip = clip
+        self.clip.requires_grad_(False)
+        width = visual.conv1.out_channels
+        self.visual_lora: nn.ModuleList | None = None
+        self.text_lora: nn.ModuleList | None = None
+        self.prompts: nn.Parameter | None = None
+        self.temporal: nn.Parameter | None = None
+        if not method.zero_shot:
+            self.visual_lora = _lora_layers(clip.visual.transformer.resblocks, method.lora_rank)
+            self.text_lora = _lora_layers(clip.transformer.resblocks, method.lora_rank)
+            if method.num_prompts > 0:
+                patch = visual.conv1.kernel_size[0]
+                bound = math.sqrt(6.0 / (3 * patch * patch + width))
+                self.prompts = nn.Parameter(torch.empty(method.num_prompts, width).uniform_(-bound, bound))
+            if method.temporal_embedding:
+                self.temporal = nn.Parameter(torch.zeros(method.num_frames, width))
+        self.lora_folded = False
+        self.set_trainable(method.trainable)
+
+    # --- what is trained -------------------------------------------------------------------------------
+    def set_trainable(self, groups: list[str]) -> None:
+        """Unfreeze the named groups (``lora``, ``prompts``, ``temporal``, ``all``); freeze the rest."""
+        self.requires_grad_(False)
+        if "all" in groups:
+            self.requires_grad_(True)
+            return
+        if "lora" in groups:
+            for layers in (self.visual_lora, self.text_lora):
+                if layers is not None:
+                    layers.requires_grad_(True)
+        if "prompts" in groups and self.prompts is not None:
+            self.prompts.requires_grad_(True)
+        if "temporal" in groups and self.temporal is not None:
+            self.temporal.requires_grad_(True)
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """The method's own tensors (LoRA, prompts, temporal table), without the backbone."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
+
+    # --- inference speed-ups ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def fold_lora(self) -> None:
+        """Add ``B A`` into every frozen in-projection so encoding costs what the frozen CLIP costs."""
+        if self.lora_folded:
+            return
+        for blocks, layers in (
+            (self.clip.visual.transformer.resblocks, self.visual_lora),
+            (self.clip.transformer.resblocks, self.text_lora),
+        ):
+            if layers is None:
+                continue
+            for block, lora in zip(blocks, layers, strict=True):
+                block.attn.in_proj_weight += lora.delta().to(block.attn.in_proj_weight.dtype)
+        self.visual_lora = self.text_lora = None
+        self.lora_folded = True
+
+    # --- encoding (raw embeddings) ---------------------------------------------------------------------
+    def encode_video(
+        self, frames: torch.Tensor, return_frames: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, E) video embeddings from (B, T, 3, H, W) normalised frames; per-frame (B, T, E) on request."""
+        return run_video_tower(
+            self.clip.visual,
+            self.visual_lora,
+            frames,
+            self.config.method,
+            self.prompts,
+            self.temporal,
+            return_frames,
+        )
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, E) text embeddings from (B, L) token ids."""
+        return run_text_tower(self.clip, self.text_lora, ids)
+
+    def forward(self, frames: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_video(frames)[0], self.encode_text(ids)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.clip.logit_scale.exp().clamp(max=100.0)
+
+    @property
+    def image_size(self) -> int:
+        size = self.clip.visual.image_size
+        return size[0] if isinstance(size, tuple) else int(size)
+
+    def weights_digest(self) -> str:
+        """A hash of the method config and every tensor: equal weights give equal digests, whatever the file."""
+        method = {k: v for k, v in dataclasses.asdict(self.config.method).items() if k != "trainable"}
+        digest = hashlib.sha256(json.dumps(method, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+
+def _lora_layers(blocks: nn.ModuleList, rank: int) -> nn.ModuleList:
+    return nn.ModuleList(QKVLoRA(block.attn.embed_dim, rank) for block in blocks)
+
+
+class Encoder:
+    """What the indexer, the service and the checks use: frames or texts in, L2-normalised embeddings out."""
+
+    def __init__(self, model: DualAttentionCLIP, checkpoint_id: str, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.model.fold_lora()
+        self.checkpoint_id = checkpoint_id
+        self.config = model.config
+        self.num_frames = model.config.method.num_frames
+        self.image_size = model.image_size
+        self.embed_dim = int(model.clip.visual.proj.shape[1])
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.config.name!r}, checkpoint_id={self.checkpoint_id!r}, device={self.device})"
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            yield
+
+    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 frames (T, H, W, 3) -> the (T, 3, S, S) float tensor encode_video takes (stack a batch)."""
+        return preprocess_frames(frames, self.image_size)
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) CLIP-normalised frames -> (B, E) L2-normalised float32 embeddings."""
+        self._check_frames(frames)
+        with self._inference():
+            video, _ = self.model.encode_video(frames.to(self.device, torch.float32))
+        return F.normalize(video.float(), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Texts -> (B, E) L2-normalised float32 embeddings (CLIP BPE, [SOT] + tokens + [EOT], max_words)."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings, not one string")
+        if len(texts) == 0:
+            raise ValueError("encode_text needs at least one text")
+        ids = tokenize(list(texts), self.config.method.max_words).to(self.device)
+        with self._inference():
+            text = self.model.encode_text(ids)
+        return F.normalize(text.float(), dim=-1)
+
+    def _check_frames(self, frames: torch.Tensor) -> None:
+        t, s = self.num_frames, self.image_size
+        if not isinstance(frames, torch.Tensor):
+            raise TypeError(
+                f"frames must be a torch.Tensor of shape [B, {t}, 3, {s}, {s}], got {type(frames).__name__}"
+            )
+        if frames.dim() != 5 or tuple(frames.shape[2:]) != (3, s, s):
+            raise ValueError(f"frames must have shape [B, {t}, 3, {s}, {s}], got {list(frames.shape)}")
+        if frames.shape[1] != t:
+            raise ValueError(f"this encoder takes exactly {t} frames per video, got {frames.shape[1]}")
+        if not frames.is_floating_point():
+            raise ValueError("frames must be float and CLIP-normalised: pass uint8 frames through preprocess first")
