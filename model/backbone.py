@@ -142,6 +142,9 @@ def is_torchscript(path: Path) -> bool:
 def load_clip_weights(model: CLIP, state: dict[str, torch.Tensor], source: str) -> None:
     """Load a full CLIP state dict into ``model``, naming what does not fit."""
     own = model.state_dict()
+    # TorchScript archives also save non-persistent buffers (the causal attn_mask): not weights.
+    buffers = {name for name, _ in model.named_buffers()}
+    state = {k: v for k, v in state.items() if k in own or k not in buffers}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]

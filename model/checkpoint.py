@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
@@ -165,7 +166,7 @@ def _load_tensors(model: DualAttentionCLIP, tensors: dict[str, torch.Tensor], fu
             raise CheckpointError(
                 f"checkpoint {source}: {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
             )
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors, strict=False)
 
 
 def _apply_overrides(config: EncoderConfig, overrides: dict[str, Any]) -> None:
@@ -189,12 +190,22 @@ def _zero_shot_model(spec: str, overrides: dict[str, Any]) -> DualAttentionCLIP:
     local = Path(pretrained).expanduser()
     if not local.exists() and (pretrained.startswith(("/", ".", "~")) or "/" in pretrained):
         raise CheckpointError(f"backbone weights file {pretrained} does not exist")
-    quick_gelu = pretrained == "openai" or arch.endswith("-quickgelu") or (local.is_file() and is_torchscript(local))
-    config.backbone = BackboneConfig(arch=arch, pretrained=pretrained, quick_gelu=quick_gelu)
+    quick_gelu = _zero_shot_quick_gelu(config, arch, pretrained, local)
+    # A shipped config may carry an inline architecture (e.g. "tiny"): keep it, swap in the weights.
+    config.backbone = BackboneConfig(arch=config.backbone.arch, pretrained=pretrained, quick_gelu=quick_gelu)
     config.method.zero_shot = True
     config.name = f"openclip:{spec}"
     _apply_overrides(config, overrides)
     return DualAttentionCLIP(config, build_clip(config.backbone))
+
+
+def _zero_shot_quick_gelu(config: EncoderConfig, arch: str, pretrained: str, local: Path) -> bool:
+    """QuickGELU as the weights were trained: OpenAI files and ``-quickgelu`` names use it; tags say."""
+    if arch.endswith("-quickgelu"):
+        return True
+    if local.is_file():
+        return is_torchscript(local) or isinstance(config.backbone.arch, dict) and config.backbone.quick_gelu
+    return bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", pretrained == "openai"))
 
 
 # --- the paper's reference format ------------------------------------------------------------------------
