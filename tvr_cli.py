@@ -21,7 +21,7 @@ app = typer.Typer(
 )
 
 # Modules with a ``register(app)`` function; a package that is not built yet is simply absent.
-COMMAND_MODULES = ("model.cli", "indexer.cli", "service.cli")
+COMMAND_MODULES = ("model.cli", "model.train.cli", "indexer.cli", "service.cli")
 
 
 def _version_callback(value: bool) -> None:
