@@ -92,10 +92,17 @@ def list_packaged() -> list[str]:
 
 
 # --- project format ----------------------------------------------------------------------------------------
-def save_checkpoint(model: DualAttentionCLIP, path: str | os.PathLike[str], full: bool | None = None) -> Path:
+def save_checkpoint(
+    model: DualAttentionCLIP,
+    path: str | os.PathLike[str],
+    full: bool | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Write ``model`` as a project checkpoint (a ``.safetensors`` file, or a folder); atomic.
 
-    ``full`` defaults to True when the backbone has no pretrained source to rebuild it from.
+    ``full`` defaults to True when the backbone has no pretrained source to rebuild it from. ``dtype``
+    (e.g. ``torch.float16``) stores floating-point tensors in that type to halve a shipped file; they are
+    loaded back into the model's own type.
     """
     if model.lora_folded:
         raise ValueError("cannot save a model whose LoRA was folded for inference")
@@ -107,6 +114,8 @@ def save_checkpoint(model: DualAttentionCLIP, path: str | os.PathLike[str], full
     target.parent.mkdir(parents=True, exist_ok=True)
     tensors = model.state_dict() if full else model.adapter_state_dict()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": FORMAT, "full": json.dumps(full), "config": config.to_json()}
     tmp = target.with_name(target.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)

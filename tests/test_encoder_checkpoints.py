@@ -32,6 +32,15 @@ def test_full_checkpoint_round_trips_bit_exactly(trained_tiny_model, tmp_path):
     assert torch.equal(a.encode_video(frames), b.encode_video(frames))
 
 
+def test_half_precision_checkpoint_loads_into_float32(trained_tiny_model, tmp_path):
+    path = save_checkpoint(trained_tiny_model, tmp_path / "half.safetensors", dtype=torch.float16)
+    loaded = load_model(str(path))
+    for name, tensor in loaded.state_dict().items():
+        want = trained_tiny_model.state_dict()[name]
+        assert tensor.dtype == want.dtype
+        torch.testing.assert_close(tensor, want.half().to(want.dtype), rtol=0, atol=0, msg=name)
+
+
 def test_checkpoint_id_names_the_weights(trained_tiny_model, tmp_path):
     save_checkpoint(trained_tiny_model, tmp_path / "a.safetensors")
     with torch.no_grad():
