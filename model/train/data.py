@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from model.preprocess import preprocess_frames
-from model.video import VideoReadError, probe_video, read_clip
+from model.video import VideoReadError, read_clip
 
 from .datasets import ClipRef, Pair
 
@@ -35,7 +36,7 @@ class ClipFrames(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         clip = self.clips[index]
         start = clip.start or 0.0
-        end = clip.end if clip.end is not None else probe_video(clip.path).duration
+        end = clip.end if clip.end is not None else math.inf  # read_clip stops at the video's end
         try:
             frames = read_clip(clip.path, start, end, self.num_frames, mode=self.sampling)
         except VideoReadError:
