@@ -1,0 +1,479 @@
+"""The search service under load: the real server over generated collections, driven from another process.
+
+    python bench/search.py [--clips 100000 1000000] [--work /tmp/tvr-bench-search] [--nprobe 64 128]
+
+For each collection size the script
+
+1. saves a ViT-B-32 encoder with random weights as a full checkpoint (the real text tower's cost);
+2. generates that many clip vectors and catalog rows (SQLite, the indexer's schema; 10 clips a video,
+   embeddings not stored) and builds and publishes the index exactly as the indexer does
+   (``store.choose_factory``, training on the indexer's sample size, ``store.publish``);
+3. starts ``tvr serve`` in its own process (query-embedding cache off, so every query is encoded);
+4. runs the load generator (``bench/search.py load``) in a third process: distinct queries one at a time
+   (p50/p99 latency, client-side, over HTTP), then 16 at a time (throughput);
+5. computes recall@10 of the served answers against exhaustive search over the generated vectors, with
+   the query embeddings computed here from the same checkpoint at the server's precision (so it measures
+   the index); ``--nprobe`` reruns the sequential pass with those per-call ``nprobe`` values.
+
+The index file is read once before each server starts (a long-running server has it in the page cache).
+
+Generated vectors: 256 caption embeddings of the encoder serve as topic centres; each clip vector is a
+centre plus isotropic noise (cosine 0.75 to its centre), L2-normalised. Queries are other captions of the
+synthetic vocabulary, so they fall where the collection is, as real queries do. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CENTRES = 256
+SPREAD = 0.88  # noise norm relative to a unit centre: cosine 1 / sqrt(1 + 0.88^2) = 0.75
+CLIPS_PER_VIDEO = 10
+CHUNK = 100_000
+DIM = 512
+K = 10
+
+
+# --- the load generator (a child process) -------------------------------------------------------------------
+
+
+async def _load(url: str, queries: list[str], concurrency: int, k: int, nprobe: int | None) -> dict:
+    import httpx
+
+    pending = list(enumerate(queries))
+    latencies: list[float] = [0.0] * len(queries)
+    answers: list[list[int]] = [[] for _ in queries]
+    errors: list[str] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while pending:
+            i, query = pending.pop(0)
+            params: dict[str, object] = {"q": query, "k": k}
+            if nprobe is not None:
+                params["nprobe"] = nprobe
+            started = time.perf_counter()
+            try:
+                response = await client.get("/search", params=params)
+            except httpx.HTTPError as exc:
+                errors.append(repr(exc))
+                continue
+            latencies[i] = time.perf_counter() - started
+            if response.status_code != 200:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+            answers[i] = [hit["clip_id"] for hit in response.json()["results"]]
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return {"latencies": latencies, "answers": answers, "errors": errors, "wall": wall}
+
+
+def load_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench/search.py load")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queries", type=Path, required=True, help="JSON list of query texts")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--k", type=int, default=K)
+    parser.add_argument("--nprobe", type=int)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    queries = json.loads(args.queries.read_text())
+    result = asyncio.run(_load(args.url, queries, args.concurrency, args.k, args.nprobe))
+    args.out.write_text(json.dumps(result))
+
+
+# --- collection -----------------------------------------------------------------------------------------------
+
+
+def random_checkpoint(work: Path) -> Path:
+    """A ViT-B-32 encoder with random weights, saved whole (no pretrained weights to fetch)."""
+    import torch
+
+    from model import create_model, get_config, save_checkpoint
+
+    folder = work / "vit-b-32-random"
+    if not (folder / "model.safetensors").is_file():
+        torch.manual_seed(0)
+        config = get_config("ViT-B-32")
+        config.backbone.pretrained = None
+        save_checkpoint(create_model(config), folder, full=True)
+    return folder
+
+
+def captions(seed: int = 0) -> list[str]:
+    from model.train.synth import scene_space
+
+    texts = [scene.caption for scene in scene_space()]
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def encode(encoder, texts: list[str], batch: int = 64, dtype: str = "float32") -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Embeddings as the server makes them (``dtype`` as its TVR_TEXT_DTYPE)."""
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+        chunks = [encoder.encode_text(texts[i : i + batch]).float().numpy() for i in range(0, len(texts), batch)]
+    return np.concatenate(chunks)
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read the index file once, as a server that has been up for a while has it in the page cache."""
+    with open(path, "rb") as handle:
+        while handle.read(64 << 20):
+            pass
+
+
+def vector_chunks(centres: np.ndarray, count: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    """(first clip id, float32 vectors) chunks of the collection; deterministic, so they are regenerated
+    for exact search instead of being kept."""
+    for begin in range(0, count, CHUNK):
+        size = min(CHUNK, count - begin)
+        rng = np.random.default_rng([seed, begin // CHUNK])
+        noise = rng.standard_normal((size, centres.shape[1]), dtype=np.float32)
+        noise *= SPREAD / np.linalg.norm(noise, axis=1, keepdims=True)
+        vectors = centres[rng.integers(0, len(centres), size)] + noise
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        yield begin + 1, vectors
+
+
+def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint_id: str, titles: list[str]) -> dict:
+    """Catalog rows and a published index of ``count`` generated clips; reused when already built."""
+    from sqlalchemy import insert
+
+    from indexer import store
+    from indexer.catalog import Clip, IndexVersion, Video, VideoStatus, utcnow
+    from indexer.db import make_sessionmaker, open_catalog
+    from indexer.settings import Settings
+
+    stamp_path = data_dir / "bench.json"
+    stamp = {"count": count, "checkpoint": checkpoint_id, "centres": CENTRES, "spread": SPREAD}
+    if stamp_path.is_file() and json.loads(stamp_path.read_text()).get("stamp") == stamp:
+        return json.loads(stamp_path.read_text())["timings"]
+    if data_dir.exists():
+        import shutil
+
+        shutil.rmtree(data_dir)
+    settings = Settings(data_dir=data_dir, checkpoint=checkpoint_id, database_url="")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    engine = open_catalog(settings, writer=True)
+    now = utcnow()
+    videos = (count + CLIPS_PER_VIDEO - 1) // CLIPS_PER_VIDEO
+    with engine.begin() as connection:
+        for begin in range(0, videos, CHUNK):
+            connection.execute(
+                insert(Video),
+                [
+                    {
+                        "id": v + 1,
+                        "path": f"/bench/videos/{v + 1:08d}.mp4",
+                        "title": titles[v % len(titles)],
+                        "meta": {},
+                        "duration": 5.0 * CLIPS_PER_VIDEO + 5,
+                        "status": VideoStatus.indexed,
+                        "attempts": 1,
+                        "checkpoint_id": checkpoint_id,
+                        "created_at": now,
+                        "updated_at": now,
+                        "indexed_at": now,
+                    }
+                    for v in range(begin, min(videos, begin + CHUNK))
+                ],
+            )
+        for begin in range(0, count, CHUNK):
+            connection.execute(
+                insert(Clip),
+                [
+                    {
+                        "id": c + 1,
+                        "video_id": c // CLIPS_PER_VIDEO + 1,
+                        "position": c % CLIPS_PER_VIDEO,
+                        "start": 5.0 * (c % CLIPS_PER_VIDEO),
+                        "end": 5.0 * (c % CLIPS_PER_VIDEO) + 10.0,
+                        "thumbnail": None,
+                        "embedding": b"",  # the service never reads embeddings; the index holds the vectors
+                    }
+                    for c in range(begin, min(count, begin + CHUNK))
+                ],
+            )
+    timings["catalog_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    factory = store.choose_factory(count, centres.shape[1])
+    index = store.new_index(centres.shape[1], factory)
+    if not index.is_trained:
+        size = store.training_sample_size(index, count)
+        picked = np.sort(np.random.default_rng(0).choice(count, size=size, replace=False))
+        sample = np.concatenate(
+            [
+                v[picked[(picked >= first - 1) & (picked < first - 1 + len(v))] - (first - 1)]
+                for first, v in vector_chunks(centres, count)
+            ]
+        )
+        store.train_index(index, sample)
+    timings["train_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    store.add_vectors(
+        index, ((np.arange(first, first + len(v), dtype=np.int64), v) for first, v in vector_chunks(centres, count))
+    )
+    timings["add_s"] = time.perf_counter() - started
+    meta = store.publish(settings.index_dir, index, checkpoint_id=checkpoint_id, factory=factory)
+    with make_sessionmaker(engine).begin() as session:
+        session.add(
+            IndexVersion(
+                version=meta.version,
+                checkpoint_id=checkpoint_id,
+                factory=factory,
+                vector_count=meta.vector_count,
+                dim=meta.dim,
+                path=str(meta.path),
+            )
+        )
+    engine.dispose()
+    stamp_path.write_text(json.dumps({"stamp": stamp, "timings": timings}))
+    return timings
+
+
+def exact_top(centres: np.ndarray, count: int, queries: np.ndarray, k: int = K) -> np.ndarray:
+    """Clip ids of the exhaustive top-k of each query row."""
+    best_ids = np.zeros((len(queries), 0), np.int64)
+    best_scores = np.zeros((len(queries), 0), np.float32)
+    for first, vectors in vector_chunks(centres, count):
+        scores = queries @ vectors.T
+        top = np.argpartition(-scores, k, axis=1)[:, :k]
+        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
+        best_ids = np.concatenate([best_ids, top + first], axis=1)
+        keep = np.argsort(-best_scores, axis=1)[:, :k]
+        best_scores, best_ids = np.take_along_axis(best_scores, keep, 1), np.take_along_axis(best_ids, keep, 1)
+    return best_ids
+
+
+# --- running ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(data_dir: Path, checkpoint: Path, log: Path, extra: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TVR_")}
+    env.update(TVR_DATA_DIR=str(data_dir), TVR_CHECKPOINT=str(checkpoint), TVR_CACHE_SIZE="0", **extra)
+    root = Path(__file__).resolve().parent.parent
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tvr_cli", "serve", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}); see {log}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"the server was not ready in 15 minutes; see {log}")
+
+
+def run_load(url: str, queries: list[str], concurrency: int, work: Path, nprobe: int | None = None) -> dict:
+    """The load generator in its own process."""
+    query_file, out = work / "queries.json", work / "load.json"
+    query_file.write_text(json.dumps(queries))
+    command = [sys.executable, __file__, "load", "--url", url, "--queries", str(query_file)]
+    command += ["--concurrency", str(concurrency), "--out", str(out)]
+    if nprobe is not None:
+        command += ["--nprobe", str(nprobe)]
+    subprocess.run(command, check=True)
+    result = json.loads(out.read_text())
+    if result["errors"]:
+        raise RuntimeError(f"{len(result['errors'])} failed requests, e.g. {result['errors'][:3]}")
+    return result
+
+
+STAGES = ("tvr_encode_seconds", "tvr_search_seconds", "tvr_catalog_seconds", "tvr_encode_batch_size")
+
+
+def stage_totals(url: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each server stage histogram, from /metrics."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics").text
+    found = {}
+    for name in STAGES:
+        total = float(re.search(rf"^{name}_sum (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        count = float(re.search(rf"^{name}_count (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        found[name] = (total, count)
+    cpu = float(re.search(r"^process_cpu_seconds_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    found["cpu"] = (cpu, 0.0)
+    return found
+
+
+def stage_means(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean per call of each stage between two snapshots."""
+    means = {}
+    for name in STAGES:
+        total, count = after[name][0] - before[name][0], after[name][1] - before[name][1]
+        means[name] = total / count if count else 0.0
+    return means
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def recall(served: list[list[int]], exact: np.ndarray) -> float:
+    return float(np.mean([len(set(s) & set(e.tolist())) / K for s, e in zip(served, exact, strict=True)]))
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """``default`` or ``KEY=VALUE,KEY=VALUE``: environment of the server."""
+    if text == "default":
+        return {}
+    return dict(item.split("=", 1) for item in text.split(","))
+
+
+def measure(count: int, args: argparse.Namespace, encoder, checkpoint: Path, centres, texts) -> list[str]:  # type: ignore[no-untyped-def]
+    from indexer import store
+
+    work = args.work
+    data_dir = work / f"data-{count}"
+    print(f"\n## {count:,} clips: catalog and index", flush=True)
+    build = build_collection(data_dir, count, centres, encoder.checkpoint_id, texts[:CENTRES])
+    meta = store.current_meta(data_dir / "index")
+    print(f"built: {json.dumps({k: round(v, 1) for k, v in build.items()})}; {meta.factory}, {meta.search_defaults}")
+
+    warmup = texts[CENTRES : CENTRES + args.warmup]
+    sequential = texts[CENTRES + args.warmup : CENTRES + args.warmup + args.queries]
+    parallel = texts[CENTRES + args.warmup + args.queries :][: args.throughput_queries]
+    exact_by_dtype: dict[str, np.ndarray] = {}
+    default_nprobe = meta.search_defaults.get("nprobe", "-")
+    rows = []
+    for config in args.configs:
+        env = parse_config(config)
+        dtype = env.get("TVR_TEXT_DTYPE", "float32")
+        if dtype not in exact_by_dtype:  # exhaustive search with the very query embeddings the server makes
+            exact_by_dtype[dtype] = exact_top(centres, count, encode(encoder, sequential, dtype=dtype))
+        exact = exact_by_dtype[dtype]
+        nprobe_label = env.get("TVR_NPROBE", f"{default_nprobe} (default)")
+        log = work / f"server-{count}-{re.sub(r'[^A-Za-z0-9]+', '_', config)}.log"
+        warm_page_cache(meta.path / store.INDEX_FILE)
+        process, url = start_server(data_dir, checkpoint, log, env)
+        try:
+            run_load(url, warmup, 4, work)
+            start = stage_totals(url)
+            one = run_load(url, sequential, 1, work)
+            middle = stage_totals(url)
+            many = run_load(url, parallel, 16, work)
+            end = stage_totals(url)
+            stages, batched = stage_means(start, middle), stage_means(middle, end)
+            cpu_ms = 1000 * (end["cpu"][0] - middle["cpu"][0]) / len(parallel)  # server CPU per query at c=16
+            latency = [1000 * s for s in one["latencies"]]
+            rows.append(
+                f"| {count:,} | {meta.factory} | {nprobe_label} | {config} "
+                f"| {percentile(latency, 50):.1f} | {percentile(latency, 99):.1f} "
+                f"| {len(parallel) / many['wall']:.1f} | {recall(one['answers'], exact):.3f} "
+                f"| {1000 * stages['tvr_encode_seconds']:.1f} / {1000 * stages['tvr_search_seconds']:.2f} / "
+                f"{1000 * stages['tvr_catalog_seconds']:.2f} | {batched['tvr_encode_batch_size']:.1f} "
+                f"| {cpu_ms:.1f} | {2000 / cpu_ms:.0f} |"
+            )
+            print(rows[-1], flush=True)
+            if config != args.configs[0]:
+                continue
+            for nprobe in args.nprobe:  # per-call search parameters, same server
+                subset = sequential[: args.sweep_queries]
+                swept = run_load(url, subset, 1, work, nprobe=nprobe)
+                latency = [1000 * s for s in swept["latencies"]]
+                found = recall(swept["answers"], exact[: len(subset)])
+                rows.append(
+                    f"| {count:,} | {meta.factory} | {nprobe} | {config} | {percentile(latency, 50):.1f} "
+                    f"| {percentile(latency, 99):.1f} | | {found:.3f} | | | | |"
+                )
+                print(rows[-1], flush=True)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["load"]:
+        load_main(argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tvr-bench-search"))
+    parser.add_argument("--queries", type=int, default=300, help="sequential queries (latency, recall)")
+    parser.add_argument("--throughput-queries", type=int, default=800, help="queries sent 16 at a time")
+    parser.add_argument("--warmup", type=int, default=32)
+    parser.add_argument("--nprobe", type=int, nargs="*", default=[], help="also measure these per-call nprobe")
+    parser.add_argument("--sweep-queries", type=int, default=100)
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=["default"],
+        help="server environments to compare: default, or KEY=VALUE[,KEY=VALUE] (e.g. TVR_TEXT_DTYPE=bfloat16)",
+    )
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    from model import load_encoder
+
+    checkpoint = random_checkpoint(args.work)
+    encoder = load_encoder(checkpoint)
+    texts = captions()
+    needed = CENTRES + args.warmup + args.queries + args.throughput_queries
+    if len(texts) < needed:
+        raise SystemExit(f"the synthetic vocabulary has {len(texts)} captions, {needed} are needed")
+    centres = encode(encoder, texts[:CENTRES])
+    load = os.getloadavg()[0]
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f}, {platform.python_version()}"
+    )
+    rows = [
+        "| clips | index | nprobe | server | p50 ms (c=1) | p99 ms (c=1) | queries/s (c=16) | recall@10 "
+        "| encode / search / catalog ms per query (c=1) | mean batch (c=16) | server CPU ms/query (c=16) "
+        "| CPU-bound ceiling q/s, 2 cores |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    for count in args.clips:
+        rows += measure(count, args, encoder, checkpoint, centres, texts)
+    print("\n" + "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

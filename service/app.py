@@ -1,0 +1,56 @@
+"""The FastAPI app: ``create_app(settings)`` builds it; its lifespan loads the shared resources once.
+
+uvicorn --factory service.app:create_app      # settings from TVR_* variables
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from . import errors
+from .logs import AccessLog
+from .resources import EncoderFactory, Resources
+from .routes import admin, ops, search, videos, web
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Text-to-video search over a catalog of indexed clips.
+
+Search with `GET /search?q=...`; results carry a thumbnail and a media URL with a `#t=start,end` fragment.
+Admin routes need the `X-API-Key` header (set `TVR_API_KEY` on the server to enable them)."""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    resources: Resources = app.state.resources
+    await resources.start()  # loading continues in the background; /readyz tells when it is done
+    try:
+        yield
+    finally:
+        await resources.close()
+
+
+def create_app(settings: ServiceSettings | None = None, *, encoder_factory: EncoderFactory | None = None) -> FastAPI:
+    """The app over ``settings`` (default: from the environment). ``encoder_factory(settings)`` replaces
+    loading ``settings.checkpoint`` (an encoder already in memory, a test that controls timing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    settings = settings or ServiceSettings()
+    try:
+        app_version = version("tvr")
+    except PackageNotFoundError:
+        app_version = "0"
+    app = FastAPI(title="tvr", version=app_version, description=DESCRIPTION, lifespan=lifespan)
+    app.state.resources = Resources(settings, encoder_factory)
+    errors.install(app)
+    app.add_middleware(AccessLog, metrics=app.state.resources.metrics)
+    for module in (search, videos, admin, ops, web):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    return app

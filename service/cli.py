@@ -1,0 +1,154 @@
+"""``tvr serve`` and ``tvr demo``. Heavy imports happen inside the commands so ``tvr --help`` stays fast."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+log = logging.getLogger(__name__)
+
+HostOption = Annotated[str, typer.Option(envvar="TVR_HOST", help="Interface to listen on (0.0.0.0: every one).")]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="TVR_DATA_DIR", help="Catalog, index versions and thumbnails.", show_default=False
+    ),
+]
+CheckpointOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="TVR_CHECKPOINT", help="Text encoder: the checkpoint that built the index.", show_default=False
+    ),
+]
+DeviceOption = Annotated[str | None, typer.Option(envvar="TVR_DEVICE", help="cpu or cuda.", show_default=False)]
+LogFormatOption = Annotated[str, typer.Option(envvar="TVR_LOG_FORMAT", help="json or text (key=value).")]
+
+
+def _quiet_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning: torch and FAISS share the cores with each other and
+    with concurrent requests, and spinning threads slow a busy machine down tenfold. Must run before torch
+    or FAISS load (set OMP_WAIT_POLICY yourself to override)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("demo")(demo)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors a user can act on become one message and exit status 1."""
+    from pydantic import ValidationError
+
+    from indexer.errors import IndexerError
+    from model import CheckpointError, ConfigError
+
+    try:
+        yield
+    except (IndexerError, CheckpointError, ConfigError) as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.secho(f"Error: settings: {problems}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+
+
+def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
+    from .settings import ServiceSettings
+
+    return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def serve(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TVR_PORT", min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
+    data_dir: DataDirOption = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TVR_DATABASE_URL", help="Catalog URL (default: SQLite in the data directory).", show_default=False
+        ),
+    ] = None,
+    checkpoint: CheckpointOption = None,
+    device: DeviceOption = None,
+    log_format: LogFormatOption = "json",
+) -> None:
+    """Serve the search API and web page over a data directory (uvicorn)."""
+    _quiet_openmp()
+    from . import logs
+
+    with _user_errors():
+        settings = _settings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            database_url=database_url,
+            checkpoint=checkpoint,
+            device=device,
+            log_format=log_format,
+        )
+    logs.configure(settings.log_format, logging.getLogger().getEffectiveLevel())
+    from .server import serve as run_server  # torch, FAISS: after the logs are set up
+
+    status = run_server(settings, on_listening=lambda url: typer.echo(f"tvr: serving on {url}", err=True))
+    if status:
+        raise typer.Exit(status)
+
+
+def demo(
+    port: Annotated[int, typer.Option(envvar="TVR_PORT", min=0, max=65535, help="TCP port.")] = 8000,
+    host: HostOption = "127.0.0.1",
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            envvar="TVR_DATA_DIR",
+            help="Where the demo lives (default: tvr/demo in the user cache).",
+            show_default=False,
+        ),
+    ] = None,
+    checkpoint: Annotated[str, typer.Option(envvar="TVR_CHECKPOINT", help="Encoder of the demo.")] = "demo",
+    videos: Annotated[int, typer.Option(min=1, max=5000, help="Videos in the demo corpus.")] = 150,
+    device: DeviceOption = None,
+    log_format: Annotated[str, typer.Option(envvar="TVR_LOG_FORMAT", help="json or text (key=value).")] = "text",
+) -> None:
+    """Build a small synthetic corpus, index it with the demo checkpoint, and serve it on http://127.0.0.1:8000."""
+    _quiet_openmp()
+    from indexer.settings import default_data_dir
+
+    from . import logs
+
+    with _user_errors():
+        settings = _settings(
+            host=host,
+            port=port,
+            data_dir=data_dir or default_data_dir() / "demo",
+            checkpoint=checkpoint,
+            device=device,
+            database_url="",  # the demo keeps its own SQLite catalog, whatever TVR_DATABASE_URL says
+            log_format=log_format,
+        )
+    logs.configure(settings.log_format, logging.getLogger().getEffectiveLevel())
+    from .demo import build_demo  # torch, FAISS: after the logs are set up
+    from .resources import load_encoder_from_settings
+    from .server import serve as run_server
+
+    with _user_errors():
+        typer.echo(f"tvr demo: data in {settings.data_dir}; loading the encoder ({settings.checkpoint})", err=True)
+        encoder = load_encoder_from_settings(settings)
+        build_demo(settings, encoder, videos)
+    status = run_server(
+        settings,
+        encoder_factory=lambda _: encoder,
+        on_listening=lambda url: typer.echo(f"tvr demo: open {url} and search, e.g. 'a red circle moves to the right'"),
+    )
+    if status:
+        raise typer.Exit(status)

@@ -1,0 +1,289 @@
+"""What the app loads once and shares: the text encoder, the catalog and the published index.
+
+``Resources.load()`` runs in the background after start-up, so ``/healthz`` answers at once and
+``/readyz`` says what is still missing. A checkpoint that does not match the index is fatal: the
+server stops with a message naming both. ``reload()`` swaps in the newest published version: the new
+index is opened and checked beside the old one, then one attribute assignment replaces it, and requests
+that already hold the old one finish with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer import store
+from indexer.errors import IndexerError
+from indexer.store import PublishedIndex
+
+from .batching import QueryEncoder
+from .metrics import Metrics
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+EncoderFactory = Callable[[ServiceSettings], Any]
+RETRY_SECONDS = 5.0  # how often a service without catalog or index looks for them again
+
+
+class CheckpointMismatch(IndexerError):
+    """The text encoder is not the one whose video encoder built the index."""
+
+
+class NotReady(Exception):
+    """The service cannot answer searches yet (or any more); the message says why."""
+
+
+def load_encoder_from_settings(settings: ServiceSettings) -> Any:
+    import torch
+
+    from model import load_encoder
+
+    if settings.threads:
+        import faiss
+
+        torch.set_num_threads(settings.threads)
+        faiss.omp_set_num_threads(settings.threads)
+    return load_encoder(settings.checkpoint, device=settings.device)
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    reloaded: bool
+    version: int
+    previous: int | None
+    vectors: int
+
+
+def mismatch_message(settings: ServiceSettings, encoder_id: str, meta: store.IndexMeta) -> str:
+    return (
+        f"the published index v{meta.version:06d} in {meta.path.parent} was built with checkpoint "
+        f"{meta.checkpoint_id}, but TVR_CHECKPOINT={settings.checkpoint} is checkpoint {encoder_id}: texts and "
+        "videos would be embedded by different encoders. Serve with the checkpoint that built the index, or "
+        "re-encode the collection with this one (`tvr ingest --switch-checkpoint ...`)"
+    )
+
+
+class Resources:
+    """The app's shared state: one per app, kept in ``app.state.resources``."""
+
+    def __init__(self, settings: ServiceSettings, encoder_factory: EncoderFactory | None = None) -> None:
+        self.settings = settings
+        self._encoder_factory = encoder_factory or load_encoder_from_settings
+        self.encoder: Any = None
+        self.metrics = Metrics()
+        self.queries = QueryEncoder(
+            self._encode,
+            max_batch=settings.batch_size,
+            wait_s=settings.batch_wait_ms / 1000,
+            cache_size=settings.cache_size,
+            metrics=self.metrics,
+        )
+        self.index: PublishedIndex | None = None  # replaced whole, never mutated
+        self.engine: Engine | None = None
+        self.sessions: sessionmaker[Session] | None = None
+        self.stage = "starting"  # what load() is doing, or why the service is not ready
+        self.fatal: str | None = None  # set when the service must stop
+        self.on_fatal: Callable[[str], None] | None = None  # the server's way to stop itself
+        self.catalog_checkpoints: dict[str, int] = {}
+        self._reload_lock = asyncio.Lock()
+        self.admin_lock = asyncio.Lock()  # serialises deletes (each republishes the index)
+        self._load_task: asyncio.Task[None] | None = None
+        self._writer: Engine | None = None
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.queries.start()
+        self._load_task = asyncio.create_task(self._load_in_background(), name="tvr-load")
+
+    async def close(self) -> None:
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        await self.queries.close()
+        for engine in (self.engine, self._writer):
+            if engine is not None:
+                engine.dispose()
+        self.metrics.ready.set(0)
+
+    async def _load_in_background(self) -> None:
+        try:
+            await self.load()
+            while not self.ready:  # a catalog or index that is not there yet: look again now and then
+                await asyncio.sleep(RETRY_SECONDS)
+                try:
+                    await self.reload()
+                except CheckpointMismatch:
+                    raise
+                except (NotReady, IndexerError) as exc:
+                    log.debug("still not ready: %s", exc)
+        except CheckpointMismatch as exc:
+            self._die(str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("loading failed")
+            self._die(f"loading failed: {type(exc).__name__}: {exc}")
+
+    def _die(self, reason: str) -> None:
+        self.fatal = self.stage = reason
+        self.metrics.ready.set(0)
+        log.error("cannot serve: %s", reason)
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
+        else:  # under a plain `uvicorn --factory service.app:create_app`: stop the way Ctrl+C does
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async def load(self) -> None:
+        """Encoder, then catalog, then index; a missing catalog or index leaves the service not ready."""
+        started = time.perf_counter()
+        self.stage = f"loading the encoder ({self.settings.checkpoint})"
+        self.encoder = await asyncio.to_thread(self._encoder_factory, self.settings)
+        log.info("encoder %s loaded (checkpoint %s)", self.settings.checkpoint, self.encoder.checkpoint_id)
+        self.stage = "opening the catalog"
+        try:
+            await asyncio.to_thread(self._open_catalog)
+        except IndexerError as exc:
+            self.stage = f"catalog: {exc}"
+            log.warning("not ready: %s", self.stage)
+            return
+        self.stage = "opening the published index"
+        async with self._reload_lock:
+            try:
+                await self._swap_in_newest()
+            except IndexerError as exc:
+                if isinstance(exc, CheckpointMismatch):
+                    raise
+                self.stage = f"index: {exc}"
+                log.warning("not ready: %s", self.stage)
+                return
+        log.info("ready in %.1f s", time.perf_counter() - started)
+
+    def _open_catalog(self) -> None:
+        from indexer.db import make_sessionmaker, open_catalog
+
+        self.engine = open_catalog(self.settings, auto_upgrade=False)
+        self.sessions = make_sessionmaker(self.engine)
+
+    # --- the index -----------------------------------------------------------------------------------
+
+    async def reload(self) -> ReloadOutcome:
+        """Swap in the newest published version (if it is newer); raises NotReady or CheckpointMismatch."""
+        if self.encoder is None or self.fatal is not None:
+            raise NotReady(self.stage)
+        async with self._reload_lock:
+            if self.sessions is None:  # the catalog was missing at start-up: try again
+                try:
+                    await asyncio.to_thread(self._open_catalog)
+                except IndexerError as exc:
+                    self.stage = f"catalog: {exc}"
+                    raise NotReady(self.stage) from exc
+            return await self._swap_in_newest()
+
+    async def _swap_in_newest(self) -> ReloadOutcome:
+        previous = self.index
+        meta = await asyncio.to_thread(store.current_meta, self.settings.index_dir)
+        if meta is None:
+            raise store.IndexStoreError(
+                f"no published index in {self.settings.index_dir}: run `tvr ingest` (or `tvr index rebuild`)"
+            )
+        if previous is not None and previous.meta.version == meta.version:
+            self.metrics.index_reloads.labels("unchanged").inc()
+            return ReloadOutcome(False, meta.version, meta.version, int(previous.index.ntotal))
+        if meta.checkpoint_id != self.encoder.checkpoint_id:
+            self.metrics.index_reloads.labels("refused").inc()
+            raise CheckpointMismatch(mismatch_message(self.settings, self.encoder.checkpoint_id, meta))
+        loaded = await asyncio.to_thread(store.load_published_index, self.settings.data_dir, mmap=True)
+        if loaded.meta.checkpoint_id != self.encoder.checkpoint_id:  # published again meanwhile
+            self.metrics.index_reloads.labels("refused").inc()
+            raise CheckpointMismatch(mismatch_message(self.settings, self.encoder.checkpoint_id, loaded.meta))
+        self.catalog_checkpoints = await asyncio.to_thread(self._catalog_checkpoints)
+        self.index = loaded  # the swap: one reference assignment
+        self.stage = "ready"
+        self._publish_metrics(loaded)
+        self.metrics.index_reloads.labels("swapped").inc()
+        old = previous.meta.version if previous is not None else None
+        log.info(
+            "serving index v%06d (%d vectors, %s); previous %s",
+            loaded.meta.version,
+            loaded.index.ntotal,
+            loaded.meta.factory,
+            f"v{old:06d}" if old is not None else "none",
+        )
+        return ReloadOutcome(True, loaded.meta.version, old, int(loaded.index.ntotal))
+
+    def _catalog_checkpoints(self) -> dict[str, int]:
+        from indexer.sync import indexed_checkpoints
+
+        with self.read_session() as session:
+            return indexed_checkpoints(session)
+
+    def _publish_metrics(self, loaded: PublishedIndex) -> None:
+        self.metrics.index_vectors.set(loaded.index.ntotal)
+        self.metrics.index_version.set(loaded.meta.version)
+        with contextlib.suppress(OSError):
+            self.metrics.index_bytes.set((loaded.meta.path / store.INDEX_FILE).stat().st_size)
+        self.metrics.ready.set(1)
+
+    # --- what requests use -----------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self.fatal is None and self.encoder is not None and self.sessions is not None and self.index is not None
+
+    def readiness(self) -> dict[str, Any]:
+        index = self.index
+        others = sorted(c for c in self.catalog_checkpoints if index is None or c != index.meta.checkpoint_id)
+        return {
+            "ready": self.ready,
+            "stage": "ready" if self.ready else self.stage,
+            "checkpoint": self.encoder.checkpoint_id if self.encoder is not None else None,
+            "index_version": index.meta.version if index is not None else None,
+            "index_checkpoint": index.meta.checkpoint_id if index is not None else None,
+            "index_factory": index.meta.factory if index is not None else None,
+            "vectors": int(index.index.ntotal) if index is not None else None,
+            "catalog_other_checkpoints": others,
+        }
+
+    def require_ready(self) -> PublishedIndex:
+        """The index to answer with, or NotReady."""
+        index = self.index
+        if not self.ready or index is None:
+            raise NotReady(self.stage)
+        return index
+
+    @contextlib.contextmanager
+    def read_session(self) -> Iterator[Session]:
+        if self.sessions is None:
+            raise NotReady(self.stage)
+        with self.sessions() as session:
+            yield session
+
+    def writer_sessions(self) -> sessionmaker[Session]:
+        """Sessions of a writing engine (admin deletes), opened on first use."""
+        from indexer.db import make_sessionmaker, open_catalog
+
+        if self._writer is None:
+            self._writer = open_catalog(self.settings, writer=True, auto_upgrade=False)
+        return make_sessionmaker(self._writer)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.encoder is None:
+            raise NotReady(self.stage)
+        if self.settings.text_dtype == "bfloat16" and str(getattr(self.encoder, "device", "cpu")) == "cpu":
+            import torch
+
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.encoder.encode_text(list(texts)).float().cpu().numpy()
+        return self.encoder.encode_text(list(texts)).cpu().numpy()

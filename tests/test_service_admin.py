@@ -1,0 +1,194 @@
+"""Admin routes, readiness and index swaps, each on a server of its own over a private copy of the corpus."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+
+import httpx
+
+pytest_plugins = ["service_fixtures"]
+
+
+def sessions_of(corpus):  # type: ignore[no-untyped-def]
+    from indexer.db import make_sessionmaker, open_catalog
+
+    return make_sessionmaker(open_catalog(corpus.settings()))
+
+
+def test_admin_routes_need_the_key(client, api_key) -> None:
+    for headers in ({}, {"X-API-Key": "wrong-key-0123456789"}, {"X-API-Key": ""}):
+        reload = client.post("/admin/reload", headers=headers)
+        assert reload.status_code == 401 and "X-API-Key" in reload.json()["detail"]
+        delete = client.delete("/videos/1", headers=headers)
+        assert delete.status_code == 401
+    assert client.get("/videos/1").status_code == 200  # nothing was deleted
+    answer = client.post("/admin/reload", headers={"X-API-Key": api_key})
+    assert answer.status_code == 200 and answer.json()["reloaded"] is False  # nothing newer was published
+
+
+def test_admin_routes_are_disabled_without_a_key(private_corpus, start_server, api_key) -> None:
+    server = start_server(private_corpus.settings(api_key=None))
+    for headers in ({}, {"X-API-Key": api_key}):
+        response = httpx.post(f"{server.url}/admin/reload", headers=headers)
+        assert response.status_code == 403 and "TVR_API_KEY" in response.json()["detail"]
+        assert httpx.delete(f"{server.url}/videos/1", headers=headers).status_code == 403
+    assert httpx.get(f"{server.url}/videos/1").status_code == 200
+
+
+def test_reload_under_a_stream_of_searches_fails_no_request(private_corpus, start_server, api_key) -> None:
+    from indexer.sync import sync_index
+
+    server = start_server(private_corpus.settings(api_key=api_key))
+    first = httpx.get(f"{server.url}/readyz").json()["index_version"]
+    stop = threading.Event()
+    outcomes: Counter[str] = Counter()
+    failures: list[str] = []
+    versions_seen: set[int] = set()
+    queries = ["a red circle", "a green square moves up", "a white triangle on a purple background", "blue"]
+
+    def stream(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            i = 0
+            while not stop.is_set():
+                params = {"q": f"{queries[i % len(queries)]} {worker}-{i % 7}", "k": 5 + i % 20}
+                if i % 3 == 0:
+                    params["group_by"] = "video"
+                try:
+                    response = http.get("/search", params=params)
+                    ok = response.status_code == 200 and len(response.json()["results"]) > 0
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                outcomes["ok" if ok else "failed"] += 1
+                if not ok:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+                i += 1
+
+    threads = [threading.Thread(target=stream, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        for step in range(3):
+            meta = sync_index(sessions_of(private_corpus), private_corpus.settings().index_dir, rebuild=True)
+            before = sum(outcomes.values())
+            answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key}, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {
+                "reloaded": True,
+                "version": meta.version,
+                "previous": first + step,
+                "vectors": meta.vector_count,
+            }
+            versions_seen.add(httpx.get(f"{server.url}/readyz").json()["index_version"])
+            deadline = time.monotonic() + 10
+            while sum(outcomes.values()) < before + 8 and time.monotonic() < deadline:
+                time.sleep(0.05)  # searches keep flowing across every swap
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not failures, failures[:5]
+    assert outcomes["ok"] >= 30, outcomes
+    assert versions_seen == {first + 1, first + 2, first + 3}
+
+
+def test_reload_keeps_serving_when_the_new_index_has_another_checkpoint(private_corpus, start_server, api_key) -> None:
+    from indexer import store
+
+    server = start_server(private_corpus.settings(api_key=api_key))
+    served = store.load_published_index(private_corpus.data_dir, mmap=False)
+    index_dir = private_corpus.settings().index_dir
+    store.publish(index_dir, served.index, checkpoint_id="another-model", factory=served.meta.factory)
+    answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key})
+    assert answer.status_code == 409
+    assert "another-model" in answer.json()["detail"] and served.meta.checkpoint_id in answer.json()["detail"]
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["index_version"] == served.meta.version
+    assert httpx.get(f"{server.url}/search", params={"q": "a red circle"}).status_code == 200
+
+
+def test_delete_video_removes_it_from_catalog_results_and_index(private_corpus, start_server, api_key) -> None:
+    server = start_server(private_corpus.settings(api_key=api_key))
+    http = httpx.Client(base_url=server.url, headers={"X-API-Key": api_key}, timeout=30)
+    video = http.get("/videos/2").json()
+    vectors = http.get("/readyz").json()["vectors"]
+    answer = http.delete("/videos/2")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["deleted"] == 2 and answer.json()["path"] == video["path"]
+    assert answer.json()["vectors"] == vectors - video["clip_count"]
+    assert http.get("/readyz").json()["vectors"] == vectors - video["clip_count"]
+    assert http.get("/videos/2").status_code == 404
+    for clip in video["clips"]:
+        assert http.get(clip["thumbnail_url"]).status_code == 404
+    hits = http.get("/search", params={"q": video["title"], "k": 100}).json()
+    assert hits["total"] == vectors - video["clip_count"] and 2 not in {h["video_id"] for h in hits["results"]}
+    again = http.delete("/videos/2")
+    assert again.status_code == 404 and "no video with id 2" in again.json()["detail"]
+
+
+def test_not_ready_until_loaded(private_corpus, start_server) -> None:
+    from model import load_encoder
+
+    release = threading.Event()
+
+    def slow_encoder(settings):  # type: ignore[no-untyped-def]
+        release.wait(30)
+        return load_encoder(settings.checkpoint)
+
+    server = start_server(private_corpus.settings(), encoder_factory=slow_encoder, ready=False)
+    try:
+        assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 503 and ready.json()["ready"] is False
+        assert "loading the encoder" in ready.json()["stage"]
+        search = httpx.get(f"{server.url}/search", params={"q": "a red circle"})
+        assert search.status_code == 503 and "not ready: loading the encoder" in search.json()["detail"]
+        assert httpx.get(f"{server.url}/videos").status_code == 503
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.url}/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "never became ready"
+        time.sleep(0.05)
+    assert httpx.get(f"{server.url}/search", params={"q": "a red circle"}).status_code == 200
+
+
+def test_not_ready_without_a_published_index_until_one_is_reloaded(private_corpus, start_server, api_key) -> None:
+    from indexer.sync import sync_index
+
+    settings = private_corpus.settings(api_key=api_key)
+    shutil.rmtree(settings.index_dir)
+    server = start_server(settings, ready=False)
+    deadline = time.monotonic() + 30
+    while "loading" in (stage := httpx.get(f"{server.url}/readyz").json()["stage"]) or stage == "starting":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 503 and "no published index" in ready.json()["stage"]
+    assert httpx.get(f"{server.url}/search", params={"q": "cat"}).status_code == 503
+    meta = sync_index(sessions_of(private_corpus), settings.index_dir)
+    answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key})
+    assert answer.status_code == 200 and answer.json()["version"] == meta.version
+    # swapped in by this call, or a moment earlier by the server's own periodic look for an index
+    assert answer.json()["previous"] is None or answer.json()["reloaded"] is False
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    assert httpx.get(f"{server.url}/search", params={"q": "cat"}).status_code == 200
+
+
+def test_a_catalog_thumbnail_path_cannot_lead_outside_the_thumbnails(private_corpus, start_server) -> None:
+    from sqlalchemy import update
+
+    from indexer.catalog import Clip
+
+    with sessions_of(private_corpus).begin() as session:
+        session.execute(update(Clip).where(Clip.id == 1).values(thumbnail="../../../../../../etc/passwd"))
+        session.execute(update(Clip).where(Clip.id == 2).values(thumbnail="../catalog.sqlite3"))
+    server = start_server(private_corpus.settings())
+    for clip_id in (1, 2):
+        response = httpx.get(f"{server.url}/clips/{clip_id}/thumbnail")
+        assert response.status_code == 404 and b"root:" not in response.content and b"SQLite" not in response.content
+    assert httpx.get(f"{server.url}/clips/3/thumbnail").status_code == 200
