@@ -1,0 +1,156 @@
+"""The catalog: SQLAlchemy 2 models of videos, clips (with their embeddings), index versions and runs.
+
+The catalog is the source of truth; a FAISS index is rebuilt from ``Clip.embedding`` of indexed videos.
+Every schema change goes through an Alembic migration (``indexer/migrations``).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Constraint names that are the same on every backend, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids everywhere (FAISS ids are int64); on SQLite an INTEGER PRIMARY KEY is already 64-bit.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class VideoStatus(str, enum.Enum):
+    pending = "pending"  # known, not (yet) indexed
+    indexed = "indexed"  # clips and embeddings committed
+    failed = "failed"  # the last attempt failed; ``error`` says why; retried by the next ingest
+
+
+class RunStatus(str, enum.Enum):
+    running = "running"  # also what a killed run leaves behind
+    finished = "finished"
+    failed = "failed"
+
+
+class Video(Base):
+    __tablename__ = "videos"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    path: Mapped[str] = mapped_column(String(4096), unique=True)  # absolute, resolved
+    content_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the file's bytes
+    title: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)  # from the manifest
+    duration: Mapped[float | None] = mapped_column(Float)  # seconds
+    fps: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    codec: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)  # bytes
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)  # lets a rerun skip unchanged files unhashed
+    status: Mapped[VideoStatus] = mapped_column(
+        Enum(VideoStatus, native_enum=False, length=16, validate_strings=True), default=VideoStatus.pending, index=True
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(128))  # encoder that made the embeddings
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    clips: Mapped[list[Clip]] = relationship(
+        back_populates="video", cascade="all, delete-orphan", passive_deletes=True, order_by="Clip.position"
+    )
+
+    def __repr__(self) -> str:
+        return f"Video(id={self.id}, path={self.path!r}, status={self.status.value})"
+
+
+class Clip(Base):
+    """A window of a video: one embedding and one thumbnail. ``Clip.id`` is the FAISS id."""
+
+    __tablename__ = "clips"
+    __table_args__ = (
+        UniqueConstraint("video_id", "position", name="uq_clips_video_id_position"),
+        {"sqlite_autoincrement": True},  # never reuse a deleted clip's id: an old index may still name it
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 0, 1, ... in time order
+    start: Mapped[float] = mapped_column(Float)  # seconds
+    end: Mapped[float] = mapped_column(Float)
+    thumbnail: Mapped[str | None] = mapped_column(String(512))  # relative to Settings.thumbnails_dir
+    embedding: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # float32, L2-normalised, dim values
+
+    video: Mapped[Video] = relationship(back_populates="clips")
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"Clip(id={self.id}, video_id={self.video_id}, {self.start:.2f}-{self.end:.2f}s)"
+
+
+class IndexVersion(Base):
+    """A published FAISS index: what made it and where it lies (relative to the data directory)."""
+
+    __tablename__ = "index_versions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, index=True)
+    checkpoint_id: Mapped[str] = mapped_column(String(128))
+    factory: Mapped[str] = mapped_column(String(256))
+    vector_count: Mapped[int] = mapped_column(BigInteger)
+    dim: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(4096))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IngestionRun(Base):
+    """One ``tvr ingest`` invocation: its arguments and what it did. A killed run stays ``running``."""
+
+    __tablename__ = "ingestion_runs"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[RunStatus] = mapped_column(
+        Enum(RunStatus, native_enum=False, length=16, validate_strings=True), default=RunStatus.running
+    )
+    host: Mapped[str | None] = mapped_column(String(255))
+    checkpoint_id: Mapped[str | None] = mapped_column(String(128))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    discovered: Mapped[int] = mapped_column(Integer, default=0)
+    ignored: Mapped[int] = mapped_column(Integer, default=0)
+    indexed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    clips: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,292 @@
+"""``tvr ingest``, ``tvr delete``, ``tvr index stats|verify|rebuild`` and ``tvr db upgrade``.
+
+Heavy libraries (torch, faiss, SQLAlchemy) are imported inside the commands so ``tvr --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+log = logging.getLogger(__name__)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="TVR_DATA_DIR", help="Catalog, index versions and thumbnails.", show_default=False
+    ),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TVR_DATABASE_URL",
+        help="SQLAlchemy URL of the catalog (default: SQLite in the data directory).",
+        show_default=False,
+    ),
+]
+
+index_app = typer.Typer(help="Inspect, check and rebuild the vector index.", no_args_is_help=True)
+db_app = typer.Typer(help="The catalog database.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("delete")(delete)
+    app.add_typer(index_app, name="index")
+    app.add_typer(db_app, name="db")
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Our own and the model's errors, and unreachable databases, become one message and exit code 1."""
+    from sqlalchemy.exc import OperationalError
+
+    from model import CheckpointError, ConfigError
+
+    from .errors import IndexerError
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # library chatter only with --verbose
+        for name in ("faiss.loader", "alembic"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    except (IndexerError, CheckpointError, ConfigError) as exc:
+        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    except OperationalError as exc:
+        typer.secho(f"Error: catalog database: {exc.orig}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.secho("Interrupted: what was committed stays; run the same command again to finish.", err=True)
+        raise typer.Exit(130) from None
+
+
+def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
+    from .settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _sessions(settings, *, writer: bool = False):  # type: ignore[no-untyped-def]
+    from .db import make_sessionmaker, open_catalog
+
+    return make_sessionmaker(open_catalog(settings, writer=writer))
+
+
+# --- ingest ------------------------------------------------------------------------------------------------
+
+
+def ingest(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Video files and folders (walked recursively).", show_default=False)
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="CSV or JSONL manifest: path, optional title and metadata per row.", show_default=False),
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TVR_CHECKPOINT", help="Encoder: checkpoint file/folder, packaged name, openclip:ARCH/TAG."
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+    device: Annotated[str | None, typer.Option(envvar="TVR_DEVICE", help="cpu or cuda (default: cpu).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per encoder call.")] = 32,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoding processes (0: decode in this process; default: cores - 1).")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="I/N: ingest only the I-th of N deterministic shards of the files.")
+    ] = None,
+    factory: Annotated[
+        str | None, typer.Option(help="FAISS index_factory string, e.g. Flat, IVF4096,Flat, HNSW32,Flat.")
+    ] = None,
+    publish: Annotated[
+        bool, typer.Option(help="Publish the index at the end (shards can leave it to `tvr index rebuild`).")
+    ] = True,
+    switch_checkpoint: Annotated[
+        bool, typer.Option(help="Re-encode videos indexed with another checkpoint instead of refusing.")
+    ] = False,
+    single_clip_max: Annotated[
+        float, typer.Option(min=0.1, help="Videos up to this many seconds are one clip.")
+    ] = 30.0,
+    window: Annotated[float, typer.Option(min=0.1, help="Longer videos: clip length in seconds.")] = 10.0,
+    stride: Annotated[float, typer.Option(min=0.1, help="Longer videos: seconds between clip starts.")] = 5.0,
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a terminal).")] = None,
+) -> None:
+    """Index video files, folders or a manifest: resumable, idempotent, with a summary of what happened."""
+    with _user_errors():
+        from .clips import ClipPolicy
+        from .errors import IndexerError
+        from .pipeline import IngestOptions, check_device, default_workers
+        from .pipeline import ingest as run_ingest
+        from .sources import discover, parse_shard, select_shard
+
+        if not paths and manifest is None:
+            raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
+        settings = _settings(data_dir=data_dir, database_url=database_url, checkpoint=checkpoint, device=device)
+        check_device(settings.device)
+        try:
+            policy = ClipPolicy(single_max=single_clip_max, window=window, stride=stride)
+        except ValueError as exc:
+            raise IndexerError(f"clip options: {exc}") from None
+        discovery = discover(paths or [], manifest)
+        if shard is not None:
+            index, count = parse_shard(shard)
+            before = len(discovery.sources)
+            discovery.sources = select_shard(discovery.sources, index, count)
+            log.info("shard %d/%d: %d of %d videos", index, count, len(discovery.sources), before)
+        options = IngestOptions(
+            batch_size=batch_size,
+            workers=default_workers() if workers is None else workers,
+            policy=policy,
+            factory=factory,
+            publish=publish,
+            switch_checkpoint=switch_checkpoint,
+            progress=progress,
+        )
+        args = {
+            "paths": [str(p) for p in paths or []],
+            "manifest": str(manifest) if manifest else None,
+            "checkpoint": settings.checkpoint,
+            "device": settings.device,
+            "batch_size": batch_size,
+            "workers": options.workers,
+            "shard": shard,
+            "factory": factory,
+            "policy": {"single_clip_max": single_clip_max, "window": window, "stride": stride},
+        }
+        summary = run_ingest(settings, discovery, options, args=args)
+    rate = (summary.indexed + len(summary.failed)) / summary.seconds if summary.seconds else 0.0
+    typer.echo(
+        f"indexed {summary.indexed}, skipped {summary.skipped} unchanged, failed {len(summary.failed)}, "
+        f"ignored {summary.ignored} non-video files; {summary.clips} clips in {summary.seconds:.1f} s "
+        f"({rate:.2f} videos/s)"
+    )
+    for path, reason in summary.failed:
+        typer.echo(f"  failed: {path}: {reason}")
+    if summary.index is not None:
+        meta = summary.index
+        typer.echo(
+            f"index v{meta.version:06d}: {meta.vector_count} vectors, {meta.factory}, checkpoint {meta.checkpoint_id}"
+        )
+    elif publish:
+        typer.echo("index: nothing to publish (the catalog has no clips)")
+
+
+# --- delete ---------------------------------------------------------------------------------------------------
+
+
+def delete(
+    videos: Annotated[list[str], typer.Argument(help="Video ids or paths.", show_default=False)],
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Remove videos with their clips, embeddings and thumbnails, and republish the index."""
+    with _user_errors():
+        from .records import delete_videos
+        from .sync import sync_index
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        removed = delete_videos(_sessions(settings, writer=True), settings.thumbnails_dir, videos)
+        meta = sync_index(_sessions(settings), settings.index_dir)
+    for video in removed:
+        typer.echo(f"deleted video {video.id}: {video.path}")
+    if meta is not None:
+        typer.echo(f"index v{meta.version:06d}: {meta.vector_count} vectors")
+
+
+# --- index ----------------------------------------------------------------------------------------------------
+
+
+@index_app.command("stats")
+def index_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Counts of videos, clips, vectors and failures; the published version, factory and checkpoint."""
+    with _user_errors():
+        from .sync import index_stats as stats_of
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        stats = stats_of(_sessions(settings), settings.index_dir)
+    if as_json:
+        typer.echo(json.dumps(stats))
+        return
+    for key, value in stats.items():
+        typer.echo(f"{key:<11} {'-' if value is None else value}")
+
+
+@index_app.command("verify")
+def index_verify(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
+    """Exit 0 only when every clip of an indexed video has exactly one vector and every vector a clip."""
+    with _user_errors():
+        from .sync import verify_index
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        report = verify_index(_sessions(settings), settings.index_dir)
+    if report.ok:
+        typer.echo(f"ok: {report.clips} clips, {report.vectors} vectors, in agreement")
+        return
+    for problem in report.problems:
+        typer.secho(f"disagreement: {problem}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    factory: Annotated[
+        str | None, typer.Option(help="FAISS index_factory string (default: chosen by collection size).")
+    ] = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+    device: Annotated[str | None, typer.Option(envvar="TVR_DEVICE", help="cuda trains IVF on a GPU.")] = None,
+) -> None:
+    """Build a new index from the catalog's stored embeddings (no re-encoding) and publish it."""
+    with _user_errors():
+        from .errors import IndexerError
+        from .sync import sync_index
+
+        settings = _settings(data_dir=data_dir, database_url=database_url, device=device)
+        meta = sync_index(
+            _sessions(settings), settings.index_dir, factory=factory, rebuild=True, use_gpu=settings.device != "cpu"
+        )
+        if meta is None:
+            raise IndexerError("nothing to build: the catalog has no indexed videos")
+    typer.echo(
+        f"index v{meta.version:06d}: {meta.vector_count} vectors, {meta.factory}, checkpoint {meta.checkpoint_id}"
+    )
+
+
+# --- db -----------------------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    data_dir: DataDirOption = None,
+    database_url: DatabaseUrlOption = None,
+) -> None:
+    """Apply the catalog's Alembic migrations (SQLite or PostgreSQL)."""
+    with _user_errors():
+        from .db import current_revision, make_engine, redacted, upgrade
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        engine = make_engine(settings.catalog_url)
+        try:
+            before = current_revision(engine)
+            upgrade(engine, revision)
+            after = current_revision(engine)
+        finally:
+            engine.dispose()
+    typer.echo(f"{redacted(settings.catalog_url)}: {before or 'empty'} -> {after}")

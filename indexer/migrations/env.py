@@ -1,0 +1,58 @@
+"""Alembic environment: the URL comes from the caller's connection, alembic.ini, or the tvr settings."""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+
+from alembic import context
+from indexer.catalog import Base
+from indexer.db import make_engine
+from indexer.settings import Settings
+
+config = context.config
+target_metadata = Base.metadata
+if config.config_file_name is not None and "connection" not in config.attributes:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)  # the `alembic` command line only
+
+
+def _url() -> str:
+    return config.get_main_option("sqlalchemy.url") or Settings().catalog_url
+
+
+def _configure(**kwargs) -> None:  # type: ignore[no-untyped-def]
+    url = kwargs.get("url") or str(kwargs["connection"].engine.url)
+    context.configure(
+        target_metadata=target_metadata,
+        render_as_batch=url.startswith("sqlite"),  # SQLite alters tables by copying them
+        compare_type=True,
+        **kwargs,
+    )
+
+
+def run_offline() -> None:
+    _configure(url=_url(), literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:  # indexer.db.upgrade passes its own connection
+        _configure(connection=connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(_url())
+    try:
+        with engine.connect() as connection:
+            _configure(connection=connection)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

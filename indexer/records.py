@@ -1,0 +1,240 @@
+"""Catalog writes: one transaction per video (its row, clips, embeddings and thumbnails together), deletes.
+
+Concurrent ingesters (several machines on one PostgreSQL catalog, or two runs on one SQLite file) are safe:
+a video's row is locked (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE``) before its clips are
+replaced, and a second insert of the same path fails on the unique constraint and is retried as an update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .catalog import Clip, Video, VideoStatus, utcnow
+from .db import session_scope
+from .decode import Probed
+from .errors import IndexerError
+
+log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 3
+
+
+@dataclass
+class EncodedVideo:
+    """A video ready to commit: what the worker found and the encoder's vectors, one per window."""
+
+    probed: Probed
+    title: str | None
+    metadata: dict[str, Any]
+    embeddings: np.ndarray  # float32 (clips, E)
+    thumbnails: list[bytes]
+    checkpoint_id: str
+
+
+def record_indexed(
+    sessions: sessionmaker[Session], thumbnails_dir: Path, item: EncodedVideo
+) -> Literal["indexed", "unchanged"]:
+    """Commit a video with its clips, replacing any earlier clips; ``unchanged`` when another ingester
+    committed this very content with this checkpoint meanwhile."""
+    probed = item.probed
+    prefix = (probed.content_hash or "nohash")[:12]
+    for attempt in range(CONFLICT_RETRIES):
+        written: list[Path] = []
+        try:
+            with session_scope(sessions) as session:
+                video = _locked_video(session, probed.path)
+                if (
+                    video is not None
+                    and video.status == VideoStatus.indexed
+                    and video.content_hash == probed.content_hash
+                    and video.checkpoint_id == item.checkpoint_id
+                ):
+                    return "unchanged"
+                if video is None:
+                    video = Video(path=probed.path, meta={}, attempts=0)
+                    session.add(video)
+                    session.flush()  # the id names the thumbnail folder; raises on a concurrent insert
+                else:
+                    session.execute(delete(Clip).where(Clip.video_id == video.id))
+                _set_file_facts(video, probed)
+                if item.title is not None:
+                    video.title = item.title
+                if item.metadata:
+                    video.meta = {**(video.meta or {}), **item.metadata}
+                video.status, video.error = VideoStatus.indexed, None
+                video.checkpoint_id, video.indexed_at = item.checkpoint_id, utcnow()
+                video.attempts = (video.attempts or 0) + 1
+                folder = thumbnails_dir / str(video.id)
+                folder.mkdir(parents=True, exist_ok=True)
+                clips = []
+                for position, ((start, end), vector, jpeg) in enumerate(
+                    zip(probed.windows, item.embeddings, item.thumbnails, strict=True)
+                ):
+                    name = f"{prefix}-{position:05d}.jpg"
+                    (folder / name).write_bytes(jpeg)
+                    written.append(folder / name)
+                    clips.append(
+                        Clip(
+                            video_id=video.id,
+                            position=position,
+                            start=float(start),
+                            end=float(end),
+                            thumbnail=f"{video.id}/{name}",
+                            embedding=np.asarray(vector, dtype=np.float32).tobytes(),
+                        )
+                    )
+                session.add_all(clips)
+                video_id = video.id
+        except IntegrityError:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            log.debug("%s: inserted concurrently by another ingester; retrying as an update", probed.path)
+            continue
+        except BaseException:
+            for path in written:  # not committed: these files belong to nobody
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        _remove_thumbnails_except(thumbnails_dir / str(video_id), keep={p.name for p in written})
+        return "indexed"
+    raise AssertionError("unreachable")
+
+
+def record_failed(
+    sessions: sessionmaker[Session],
+    thumbnails_dir: Path,
+    path: str,
+    error: str,
+    probed: Probed | None = None,
+    title: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Mark a video failed with its reason and drop any clips it had (they describe other content)."""
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            with session_scope(sessions) as session:
+                video = _locked_video(session, path)
+                if video is None:
+                    video = Video(path=path, meta={}, attempts=0)
+                    session.add(video)
+                    session.flush()
+                else:
+                    session.execute(delete(Clip).where(Clip.video_id == video.id))
+                if probed is not None:
+                    _set_file_facts(video, probed)
+                if title is not None:
+                    video.title = title
+                if metadata:
+                    video.meta = {**(video.meta or {}), **metadata}
+                video.status, video.error = VideoStatus.failed, error
+                video.checkpoint_id, video.indexed_at = None, None
+                video.attempts = (video.attempts or 0) + 1
+                video_id = video.id
+        except IntegrityError:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            continue
+        shutil.rmtree(thumbnails_dir / str(video_id), ignore_errors=True)
+        return
+
+
+def record_unchanged(sessions: sessionmaker[Session], probed: Probed) -> None:
+    """The file was touched but its bytes are the same: remember the new size/mtime so the next run skips it
+    without hashing."""
+    with session_scope(sessions) as session:
+        video = _locked_video(session, probed.path)
+        if video is not None:
+            video.size, video.mtime_ns = probed.size, probed.mtime_ns
+
+
+def update_descriptions(
+    sessions: sessionmaker[Session], items: Sequence[tuple[int, str | None, dict[str, Any]]]
+) -> None:
+    """New titles/metadata from a manifest for videos that are otherwise unchanged."""
+    if not items:
+        return
+    with session_scope(sessions) as session:
+        for video_id, title, metadata in items:
+            video = session.get(Video, video_id)
+            if video is None:
+                continue
+            if title is not None:
+                video.title = title
+            if metadata:
+                video.meta = {**(video.meta or {}), **metadata}
+
+
+def _locked_video(session: Session, path: str) -> Video | None:
+    return session.scalars(select(Video).where(Video.path == path).with_for_update()).one_or_none()
+
+
+def _set_file_facts(video: Video, probed: Probed) -> None:
+    video.content_hash = probed.content_hash
+    video.size, video.mtime_ns = probed.size, probed.mtime_ns
+    if probed.status == "ok" or probed.duration:
+        video.duration, video.fps, video.codec = probed.duration, probed.fps, probed.codec or None
+        video.width, video.height = probed.width or None, probed.height or None
+
+
+def _remove_thumbnails_except(folder: Path, keep: set[str]) -> None:
+    if not folder.is_dir():
+        return
+    for file in folder.iterdir():
+        if file.name not in keep:
+            with contextlib.suppress(OSError):
+                file.unlink()
+
+
+# --- deleting ------------------------------------------------------------------------------------------------
+
+
+def find_videos(session: Session, refs: Sequence[str]) -> tuple[list[Video], list[str]]:
+    """Videos named by id or path (as given, or resolved); returns (found, refs matching nothing)."""
+    found: dict[int, Video] = {}
+    missing: list[str] = []
+    for ref in refs:
+        video = None
+        if ref.isdigit():
+            video = session.get(Video, int(ref))
+        if video is None:
+            candidates = {ref, str(Path(ref).expanduser().resolve())}
+            video = session.scalars(select(Video).where(Video.path.in_(candidates))).first()
+        if video is None:
+            missing.append(ref)
+        else:
+            found[video.id] = video
+    return list(found.values()), missing
+
+
+def delete_videos(sessions: sessionmaker[Session], thumbnails_dir: Path, refs: Sequence[str]) -> list[Video]:
+    """Delete videos (by id or path) with their clips, embeddings and thumbnails; all or nothing.
+
+    Raises ``IndexerError`` naming every reference that matches no video (nothing is deleted then).
+    The caller republishes the index (``sync.sync_index``).
+    """
+    with session_scope(sessions) as session:
+        videos, missing = find_videos(session, refs)
+        if missing:
+            raise IndexerError(f"no such video: {', '.join(missing)} (give a video id or its path)")
+        ids = [v.id for v in videos]
+        session.execute(delete(Clip).where(Clip.video_id.in_(ids)))
+        session.execute(delete(Video).where(Video.id.in_(ids)))
+    for video in videos:
+        shutil.rmtree(thumbnails_dir / str(video.id), ignore_errors=True)
+    return videos
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Video.status, func.count()).group_by(Video.status)).all()
+    return {status.value: count for status, count in rows}
