@@ -41,7 +41,7 @@ CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 VERSION_RE = re.compile(r"^v(\d{6,})$")
 
-FLAT_MAX_BYTES = 2 << 30  # exact search while the raw vectors fit 2 GiB (1M x 512): see docs/BENCHMARKS.md
+FLAT_MAX_VECTORS = 100_000  # exact search below this many vectors (a few ms per query at dim 512)
 IVF_FLAT_MAX_BYTES = 16 << 30  # raw vectors beyond this -> IVF with PQ codes instead of full vectors
 TRAIN_POINTS_PER_LIST = 50  # IVF training sample: this many vectors per list (faiss warns below 39)
 KEEP_VERSIONS = 3
@@ -72,24 +72,24 @@ class IndexMeta:
 
 
 def choose_factory(num_vectors: int, dim: int) -> str:
-    """The index type for a collection: exact ``Flat`` while the vectors fit ``FLAT_MAX_BYTES`` (a brute-force
-    scan costs ~40 ms per query at 1M x 512 on two cores, batched), then IVF with ~4 sqrt(n) lists: full
-    vectors while they fit ``IVF_FLAT_MAX_BYTES``, PQ codes of dim/8 bytes past that."""
-    size = num_vectors * dim * 4
-    if size <= FLAT_MAX_BYTES:
+    """The index type for a collection: exact ``Flat`` while small, then IVF with ~4 sqrt(n) lists (full
+    vectors while they fit ``IVF_FLAT_MAX_BYTES``, PQ codes of dim/8 bytes past that). docs/BENCHMARKS.md
+    has recall and speed at 1M vectors, and ``bench/index_build.py --base`` measures your own embeddings."""
+    if num_vectors < FLAT_MAX_VECTORS:
         return "Flat"
     nlist = 1 << max(4, round(math.log2(4 * math.sqrt(num_vectors))))
-    if size <= IVF_FLAT_MAX_BYTES:
+    if num_vectors * dim * 4 <= IVF_FLAT_MAX_BYTES:
         return f"IVF{nlist},Flat"
     m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
     return f"IVF{nlist},PQ{m}"
 
 
 def default_search_params(index: faiss.Index) -> dict[str, int]:
-    """Per-call parameters favouring recall (measured in docs/BENCHMARKS.md); the service may pass others."""
+    """Per-call defaults (recorded with each version; the service may pass others): IVF probes 1/32 of its
+    lists (at least 16), HNSW explores 256 candidates. Measured in docs/BENCHMARKS.md."""
     inner = _core_index(index)
     if isinstance(inner, faiss.IndexIVF):
-        return {"nprobe": int(min(inner.nlist, max(16, inner.nlist // 16)))}
+        return {"nprobe": int(min(inner.nlist, max(16, inner.nlist // 32)))}
     if isinstance(inner, faiss.IndexHNSW):
         return {"efSearch": 256}
     return {}

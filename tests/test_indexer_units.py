@@ -149,10 +149,9 @@ def flat_index(n: int, dim: int = 16) -> faiss.Index:
 
 def test_factory_follows_collection_size_and_memory() -> None:
     assert store.choose_factory(10, 512) == "Flat"
-    assert store.choose_factory(1_000_000, 512) == "Flat"  # 1.95 GiB: still exact
-    assert store.choose_factory(1_100_000, 512) == "IVF4096,Flat"  # 4 sqrt(n) = 4195 -> 4096
-    assert store.choose_factory(8_000_000, 64) == "Flat"
-    assert store.choose_factory(4_000_000, 512) == "IVF8192,Flat"
+    assert store.choose_factory(store.FLAT_MAX_VECTORS - 1, 512) == "Flat"
+    assert store.choose_factory(store.FLAT_MAX_VECTORS, 512) == "IVF1024,Flat"  # 4 sqrt(1e5) = 1265 -> 1024
+    assert store.choose_factory(1_000_000, 512) == "IVF4096,Flat"
     assert store.choose_factory(20_000_000, 512) == "IVF16384,PQ64"  # 40 GB of floats: PQ codes instead
     with pytest.raises(IndexStoreError, match="'Bogus' is not a FAISS index_factory string"):
         store.new_index(16, "Bogus")
