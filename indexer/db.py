@@ -6,6 +6,7 @@ refuses a PostgreSQL catalog that is not at the newest revision (``tvr db upgrad
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +110,29 @@ def open_catalog(settings: Settings, *, writer: bool = False, auto_upgrade: bool
     engine = make_engine(url, writer=writer)
     if auto_upgrade is None:
         auto_upgrade = settings.uses_embedded_catalog
+    with _sqlite_migration_lock(url):
+        _check_or_upgrade(engine, url, auto_upgrade)
+    return engine
+
+
+@contextmanager
+def _sqlite_migration_lock(url: str) -> Iterator[None]:
+    """Serialise schema checks and upgrades of one SQLite file between processes (a lock file beside it):
+    SQLite answers 'database is locked' at once, without waiting, to a second writer that read first."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        yield
+        return
+    lock_path = Path(parsed.database).expanduser().with_name(Path(parsed.database).name + ".migrate.lock")
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _check_or_upgrade(engine: Engine, url: str, auto_upgrade: bool) -> None:
     try:
         current = current_revision(engine)
         head = head_revision()
@@ -123,7 +147,6 @@ def open_catalog(settings: Settings, *, writer: bool = False, auto_upgrade: bool
     except OperationalError as exc:
         engine.dispose()
         raise CatalogError(f"cannot use the catalog at {redacted(url)}: {exc.orig}") from exc
-    return engine
 
 
 def _upgrade_once_more_if_raced(engine: Engine) -> None:
