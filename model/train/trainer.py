@@ -10,6 +10,7 @@ recipe file (``model/train/recipes/NAME.json`` or a path); command-line flags ov
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -98,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", help="a run's last/ (or step_N/) folder to continue exactly")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",):
+        if f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f.metadata["help"])
-        elif f.type in ("list | None",):
+        elif f.type == "list | None":
             parser.add_argument(flag, nargs="+", default=None, help=f.metadata["help"])
         else:
             parser.add_argument(flag, default=None, help=f.metadata["help"])
@@ -271,7 +272,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
 
     stop_at = min(total, cfg.stop_at_step or total)
     progress = tqdm(total=total, initial=state.step, disable=not main_process, desc="train", unit="step")
-    loss_sum, micro, seen, tick = 0.0, 0, 0, time.perf_counter()
+    loss_sum, seen, tick = 0.0, 0, time.perf_counter()
     while state.step < stop_at:
         sampler.set_epoch(state.epoch, skip=state.batch_in_epoch)
         loader = DataLoader(
@@ -286,7 +287,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
                 break
             ids = tokenize(captions, method.max_words).to(device)
             last_micro = (state.batch_in_epoch + 1) % cfg.grad_accum == 0
-            sync = ddp.no_sync() if (ddp is not None and not last_micro) else _null()
+            sync = ddp.no_sync() if (ddp is not None and not last_micro) else contextlib.nullcontext()
             with sync, autocast:
                 video, text = forward(frames_batch.to(device, non_blocking=True), ids)
                 loss = symmetric_infonce(video, text, model.logit_scale)
@@ -304,7 +305,6 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.losses.append(loss_sum)
-            micro += 1
             rate = seen / (time.perf_counter() - tick)
             progress.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", pairs_s=f"{rate:.1f}")
             progress.update(1)
@@ -335,14 +335,6 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
     if world > 1:
         dist.barrier()
     return state
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
