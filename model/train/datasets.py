@@ -377,28 +377,24 @@ def _generic(
     return _train_or_val(_generic_pairs(path, records(path)), split, val_fraction, seed, path)
 
 
-@_layout("jsonl")
-def _load_jsonl(
-    root: Path,
-    split: str,
-    *,
-    file: str | os.PathLike[str] | None = None,
-    val_fraction: float | None = None,
-    seed: int = 0,
-) -> list[Pair]:
-    return _generic(root, split, "jsonl", file, val_fraction, seed)
+def _generic_loader(ext: str) -> _Loader:
+    """The loader of the generic ``jsonl`` or ``csv`` layout (same options, another record reader)."""
+
+    def load(
+        root: Path,
+        split: str,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        val_fraction: float | None = None,
+        seed: int = 0,
+    ) -> list[Pair]:
+        return _generic(root, split, ext, file, val_fraction, seed)
+
+    return load
 
 
-@_layout("csv")
-def _load_csv(
-    root: Path,
-    split: str,
-    *,
-    file: str | os.PathLike[str] | None = None,
-    val_fraction: float | None = None,
-    seed: int = 0,
-) -> list[Pair]:
-    return _generic(root, split, "csv", file, val_fraction, seed)
+_layout("jsonl")(_generic_loader("jsonl"))
+_layout("csv")(_generic_loader("csv"))
 
 
 # ------------------------------------------------------------------------------------------------ MSR-VTT
