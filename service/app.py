@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from . import errors
 from .logs import AccessLog
 from .resources import EncoderFactory, Resources
-from .routes import admin, ops, search, videos, web
+from .routes import admin, docs, ops, search, videos, web
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,14 @@ def create_app(settings: ServiceSettings | None = None, *, encoder_factory: Enco
         app_version = version("tvr")
     except PackageNotFoundError:
         app_version = "0"
-    app = FastAPI(title="tvr", version=app_version, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="tvr", version=app_version, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.resources = Resources(settings, encoder_factory)
     errors.install(app)
     app.add_middleware(AccessLog, metrics=app.state.resources.metrics)
     for module in (search, videos, admin, ops, web):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
+    docs.install(app)  # Swagger UI from local files, not FastAPI's CDN
     return app

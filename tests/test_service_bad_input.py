@@ -141,6 +141,10 @@ def test_openapi_and_docs_are_served(client) -> None:
     assert {"/healthz", "/readyz", "/metrics", "/admin/reload"} <= set(schema["paths"])
     docs = client.get("/docs")
     assert docs.status_code == 200 and "openapi.json" in docs.text
+    assert "cdn" not in docs.text.lower()  # offline: every asset comes from the app itself
+    bundle = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "javascript" in bundle.headers["content-type"] and len(bundle.content) > 1e5
+    assert client.get("/docs/assets/../../../etc/passwd").status_code == 404
 
 
 def test_no_client_input_causes_a_server_error(client) -> None:

@@ -82,3 +82,17 @@ def test_type_a_query_see_thumbnails_and_play_from_the_clip_start(browser, live_
     assert state["t"] >= start - 0.05 and state["ready"] >= 2, state
     assert not state["paused"] or state["t"] > start, state  # playing, or played on from the start
     assert "playing" in late.get_attribute("class")
+
+
+def test_api_reference_renders_from_local_files_only(browser, live_server) -> None:
+    """/docs works offline: Swagger UI comes from the app itself and lists the API's routes."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(live_server.url + "/docs")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= 5)
+    paths = {e.text for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/search", "/videos/{video_id}/media", "/readyz"} <= {p.replace("\u200b", "") for p in paths}
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert loaded and all(url.startswith(live_server.url) for url in loaded), loaded

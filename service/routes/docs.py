@@ -1,0 +1,42 @@
+"""The interactive API reference at ``/docs``: Swagger UI served by the app itself, so it works offline.
+
+FastAPI's own ``/docs`` loads Swagger UI from a CDN. The same page is built here over the Swagger UI 5
+files that the ``fastapi-swagger`` package ships, mounted under ``/docs/assets``.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+ASSETS_URL = "/docs/assets"
+
+router = APIRouter(include_in_schema=False)
+
+
+def swagger_ui_dir() -> Path:
+    """The folder holding swagger-ui-bundle.js and swagger-ui.css."""
+    return Path(str(files("fastapi_swagger") / "resources"))
+
+
+@router.get("/docs")
+def swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return get_swagger_ui_html(
+        openapi_url=root + request.app.openapi_url,
+        title=f"{request.app.title} - API",
+        swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{ASSETS_URL}/favicon-32x32.png",
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Add ``/docs`` and its assets to ``app`` (created with ``docs_url=None``)."""
+    app.include_router(router)
+    app.mount(ASSETS_URL, StaticFiles(directory=swagger_ui_dir()), name="docs-assets")
