@@ -29,6 +29,7 @@ from .backbone import (
 )
 from .config import BackboneConfig, ConfigError, EncoderConfig, MethodConfig, get_config
 from .encoder import DualAttentionCLIP, Encoder
+from .text_inference import TextPrecision
 
 FORMAT = "tvr-checkpoint/1"
 FOLDER_FILE = "model.safetensors"
@@ -40,6 +41,7 @@ def load_encoder(
     source: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     backbone_weights: str | None = None,
+    text_precision: TextPrecision = "float32",
     **method_overrides: Any,
 ) -> Encoder:
     """An inference encoder from any checkpoint source.
@@ -48,10 +50,11 @@ def load_encoder(
     a checkpoint saved by the paper's reference implementation (detected by its ``clip.`` keys); or a
     zero-shot backbone spec ``openclip:ARCH/TAG`` or ``openclip:ARCH/path/to/weights``.
     ``backbone_weights`` points an adapter checkpoint at a local copy of its backbone weights.
+    ``text_precision`` (float32, bfloat16 or int8 on the CPU) trades query-encoding speed for exactness.
     """
     model = load_model(source, backbone_weights=backbone_weights, **method_overrides)
     checkpoint_id = model.weights_digest()
-    return Encoder(model, checkpoint_id, device)
+    return Encoder(model, checkpoint_id, device, text_precision=text_precision)
 
 
 def load_model(

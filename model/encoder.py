@@ -18,6 +18,7 @@ from torch import nn
 from .config import EncoderConfig
 from .lora import QKVLoRA
 from .preprocess import preprocess_frames
+from .text_inference import TextPrecision, compact_text_tower
 from .text_tower import run_text_tower, tokenize
 from .video_tower import run_video_tower
 
@@ -139,10 +140,21 @@ def _lora_layers(blocks: nn.ModuleList, rank: int) -> nn.ModuleList:
 class Encoder:
     """What the indexer, the service and the checks use: frames or texts in, L2-normalised embeddings out."""
 
-    def __init__(self, model: DualAttentionCLIP, checkpoint_id: str, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: DualAttentionCLIP,
+        checkpoint_id: str,
+        device: str | torch.device = "cpu",
+        text_precision: TextPrecision = "float32",
+    ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.model.fold_lora()
+        self.text_precision = text_precision
+        # float32 runs the model's own tower; the others a compact copy (model/text_inference.py)
+        self._text_tower = (
+            None if text_precision == "float32" else compact_text_tower(model.clip, text_precision, self.device)
+        )
         self.checkpoint_id = checkpoint_id
         self.config = model.config
         self.num_frames = model.config.method.num_frames
@@ -150,7 +162,10 @@ class Encoder:
         self.embed_dim = int(model.clip.visual.proj.shape[1])
 
     def __repr__(self) -> str:
-        return f"Encoder({self.config.name!r}, checkpoint_id={self.checkpoint_id!r}, device={self.device})"
+        return (
+            f"Encoder({self.config.name!r}, checkpoint_id={self.checkpoint_id!r}, device={self.device}, "
+            f"text_precision={self.text_precision!r})"
+        )
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
@@ -176,8 +191,12 @@ class Encoder:
         if len(texts) == 0:
             raise ValueError("encode_text needs at least one text")
         ids = tokenize(list(texts), self.config.method.max_words).to(self.device)
-        with self._inference():
-            text = self.model.encode_text(ids)
+        if self._text_tower is not None:
+            with torch.inference_mode():
+                text = self._text_tower(ids)
+        else:
+            with self._inference():
+                text = self.model.encode_text(ids)
         return F.normalize(text.float(), dim=-1)
 
     def _check_frames(self, frames: torch.Tensor) -> None:

@@ -55,7 +55,7 @@ def load_encoder_from_settings(settings: ServiceSettings) -> Any:
 
         torch.set_num_threads(settings.threads)
         faiss.omp_set_num_threads(settings.threads)
-    return load_encoder(settings.checkpoint, device=settings.device)
+    return load_encoder(settings.checkpoint, device=settings.device, text_precision=settings.text_dtype)
 
 
 @dataclass(frozen=True)
@@ -281,9 +281,4 @@ class Resources:
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.encoder is None:
             raise NotReady(self.stage)
-        if self.settings.text_dtype == "bfloat16" and str(getattr(self.encoder, "device", "cpu")) == "cpu":
-            import torch
-
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self.encoder.encode_text(list(texts)).float().cpu().numpy()
         return self.encoder.encode_text(list(texts)).cpu().numpy()

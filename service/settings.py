@@ -36,9 +36,9 @@ class ServiceSettings(Settings):
     """Query embeddings kept in an LRU cache (0 turns the cache off)."""
     threads: int | None = Field(None, ge=1)
     """OpenMP threads of the text encoder (torch) and of FAISS (default: the libraries' own, one per core)."""
-    text_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Precision of the text encoder on CPU: bfloat16 is about twice as fast where the CPU has bf16
-    instructions (AVX512-BF16, AMX), with embeddings within 1e-4 cosine of float32."""
+    text_dtype: Literal["float32", "bfloat16", "int8"] = "float32"
+    """Precision of the query encoder: float32 (exact), bfloat16 (about 2x faster on CPUs with bf16
+    instructions) or int8 (CPU only, about 4x faster for one query; rankings measured in docs/BENCHMARKS.md)."""
     log_format: Literal["json", "text"] = "json"
 
     @field_validator("api_key", mode="before")

@@ -1,0 +1,61 @@
+"""Query encoding at reduced precision: the compact text tower agrees with the model's own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import randomise_adapter
+
+from model import create_model, load_encoder, save_checkpoint
+from model.text_inference import compact_text_tower
+
+QUERIES = [
+    "a red circle moves to the right",
+    "a small blue square slowly moves up, then moves down, on a gray background",
+    "two people walk a dog in the park",
+    "x",
+]
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = randomise_adapter(create_model("tiny").eval())  # LoRA non-zero: folding must reach the copy
+    save_checkpoint(model, tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def test_float32_compact_tower_equals_the_model_tower(checkpoint):
+    encoder = load_encoder(checkpoint)
+    exact = encoder.encode_text(QUERIES)
+    tower = compact_text_tower(encoder.model.clip, "float32", torch.device("cpu"))
+    from model.text_tower import tokenize
+
+    with torch.inference_mode():
+        copy = torch.nn.functional.normalize(tower(tokenize(QUERIES, encoder.config.method.max_words)), dim=-1)
+    torch.testing.assert_close(copy, exact, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("precision", "min_cosine"), [("bfloat16", 0.999), ("int8", 0.99)])
+def test_reduced_precision_queries_stay_close_and_keep_the_checkpoint_id(checkpoint, precision, min_cosine):
+    exact = load_encoder(checkpoint)
+    fast = load_encoder(checkpoint, text_precision=precision)
+    assert fast.checkpoint_id == exact.checkpoint_id  # precision is a serving choice: the index still matches
+    a, b = exact.encode_text(QUERIES), fast.encode_text(QUERIES)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    torch.testing.assert_close(b.norm(dim=-1), torch.ones(len(QUERIES)))
+    cosine = (a * b).sum(-1)
+    assert cosine.min() > min_cosine, cosine
+    assert cosine.min() < 1 - 1e-7  # it really is another computation
+    # the ranking of queries against each other survives (what a search depends on)
+    assert torch.equal((b @ b.T).argsort(dim=1), (a @ a.T).argsort(dim=1))
+    if precision == "int8":
+        assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in fast._text_tower.modules())
+
+
+def test_unknown_precision_and_int8_off_cpu_are_refused(checkpoint):
+    with pytest.raises(ValueError, match="text precision must be one of"):
+        load_encoder(checkpoint, text_precision="int4")
+    encoder = load_encoder(checkpoint)
+    with pytest.raises(ValueError, match="int8 text precision runs on the CPU only"):
+        compact_text_tower(encoder.model.clip, "int8", torch.device("meta"))
