@@ -13,7 +13,6 @@ Prints t2v R@1 / R@5 / R@10 per checkpoint and set (a Markdown table).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -23,20 +22,8 @@ import torch
 from model import load_model
 from model.train.datasets import RetrievalSet, load_pairs
 from model.train.evaluate import evaluate
-from model.train.synth import FPS, Scene, draw_scenes, encode_mp4, render_scene, write_synthetic_set
-
-OPPOSITE = {
-    "moves to the left": "moves to the right",
-    "moves to the right": "moves to the left",
-    "moves up": "moves down",
-    "moves down": "moves up",
-}
-
-
-def reversed_scene(scene: Scene) -> Scene:
-    """The scene a clip of ``scene`` shows when played backwards."""
-    events = [OPPOSITE[e] for e in reversed(scene.events)]
-    return dataclasses.replace(scene, motion=events[0], then=events[1] if len(events) > 1 else None)
+from model.train.synth import FPS, draw_scenes, encode_mp4, render_scene, write_synthetic_set
+from model.train.twins import reversed_scene
 
 
 def write_reversal_set(out: Path, pairs: int, seed: int, size: int = 64) -> Path:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -35,7 +36,8 @@ from model.text_tower import tokenize
 from .data import CachedFrames, ClipFrames, PairData, ShardedBatches
 from .datasets import RetrievalSet, load_pairs
 from .evaluate import evaluate
-from .loss import symmetric_infonce
+from .loss import caption_labels, symmetric_infonce
+from .twins import add_motion_twins
 
 log = logging.getLogger(__name__)
 RECIPES = Path(__file__).parent / "recipes"
@@ -73,6 +75,7 @@ class TrainConfig:
     seed: int = _opt(0, "seed of the initialisation and the data order")
     workers: int = _opt(2, "DataLoader decoding processes per training process")
     cache_frames: bool = _opt(False, "decode every clip once and keep it in memory (small datasets)")
+    motion_twins: bool = _opt(False, "pair every clip in its batch with a reversed/mirrored twin (tvr synth data)")
     eval_every: int = _opt(0, "steps between validations (0: once per epoch)")
     save_every: int = _opt(0, "steps between numbered checkpoints (0: only last and best)")
     stop_at_step: int | None = _opt(None, "stop (saving 'last') at this step without ending the schedule")
@@ -230,9 +233,13 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
     if cfg.cache_frames:
         frames = CachedFrames(frames, workers=cfg.workers)
     dataset = PairData(pairs, frames=frames)
-    if cfg.batch_size % cfg.grad_accum:
-        raise SystemExit(f"error: batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}")
-    sampler = ShardedBatches(len(dataset), cfg.batch_size // cfg.grad_accum, rank, world, cfg.seed)
+    per_clip = 2 if cfg.motion_twins else 1  # batch rows per sampled pair
+    if cfg.batch_size % (cfg.grad_accum * per_clip):
+        raise SystemExit(
+            f"error: batch size {cfg.batch_size} must be a multiple of grad_accum {cfg.grad_accum}"
+            + (" times 2 (motion twins)" if cfg.motion_twins else "")
+        )
+    sampler = ShardedBatches(len(dataset), cfg.batch_size // cfg.grad_accum // per_clip, rank, world, cfg.seed)
     steps_per_epoch = sampler.batches_per_epoch() // cfg.grad_accum
     total = cfg.max_steps or max(1, int(cfg.epochs * steps_per_epoch))
     val = None
@@ -285,12 +292,15 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
         for frames_batch, captions in loader:
             if state.batch_in_epoch >= steps_per_epoch * cfg.grad_accum:
                 break
+            if cfg.motion_twins:  # seeded by position, so --resume draws the same twins
+                twin_rng = np.random.default_rng([cfg.seed, state.epoch, state.batch_in_epoch, rank])
+                frames_batch, captions = add_motion_twins(frames_batch, captions, twin_rng)
             ids = tokenize(captions, method.max_words).to(device)
             last_micro = (state.batch_in_epoch + 1) % cfg.grad_accum == 0
             sync = ddp.no_sync() if (ddp is not None and not last_micro) else contextlib.nullcontext()
             with sync, autocast:
                 video, text = forward(frames_batch.to(device, non_blocking=True), ids)
-                loss = symmetric_infonce(video, text, model.logit_scale)
+                loss = symmetric_infonce(video, text, model.logit_scale, caption_labels(captions))
             # Each rank back-propagates only into its own rows; x world undoes DDP's averaging of gradients.
             (loss * world / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum

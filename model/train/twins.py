@@ -1,0 +1,107 @@
+"""Motion twins: hard negatives for synthetic clips that differ from their original only in motion.
+
+A synthetic clip (``tvr synth``) played backwards, mirrored or transposed is again a valid clip of the
+synthetic world, and its caption follows from the original's: backwards, "moves to the left, then moves
+up" shows "moves down, then moves to the right"; mirrored left to right it shows "moves to the right,
+then moves up". Training with a clip and its twin in the same batch makes the contrastive loss reward
+reading direction and order, which random batches of distinct scenes seldom do (issue 3).
+
+A transform is a tuple ``(reverse, transpose, hflip, vflip)`` applied to a clip's frames ``(T, C, H, W)``:
+time reversal, then swapping x and y, then flipping x, then flipping y. A triangle (apex up) only keeps
+its shape under reversal and the left-right mirror.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from functools import cache
+
+import numpy as np
+import torch
+
+from .synth import MOTIONS, Scene, scene_space
+
+Transform = tuple[bool, bool, bool, bool]  # reverse, transpose, hflip, vflip
+IDENTITY: Transform = (False, False, False, False)
+_PHRASE = {vector: phrase for phrase, vector in MOTIONS.items()}
+_SYMMETRIC = {"circle", "square"}  # unchanged by every flip and transpose; a triangle only by hflip
+
+
+@cache
+def _scene_of_caption() -> dict[str, Scene]:
+    return {scene.caption: scene for scene in scene_space()}
+
+
+def caption_scene(caption: str) -> Scene | None:
+    """The synthetic scene a caption describes, or None when it is not a synthetic caption."""
+    return _scene_of_caption().get(caption)
+
+
+def _move(phrase: str, transform: Transform) -> str:
+    _, transpose, hflip, vflip = transform
+    dx, dy = MOTIONS[phrase]
+    if transpose:
+        dx, dy = dy, dx
+    return _PHRASE[(-dx if hflip else dx, -dy if vflip else dy)]
+
+
+def transformed_scene(scene: Scene, transform: Transform) -> Scene | None:
+    """What a clip of ``scene`` shows after ``transform``; None when the shape would not stay valid."""
+    reverse, transpose, _, vflip = transform
+    if scene.shape not in _SYMMETRIC and (transpose or vflip):
+        return None
+    events = [_move(e, transform) for e in scene.events]
+    if reverse:
+        events = [_PHRASE[tuple(-c for c in MOTIONS[e])] for e in reversed(events)]
+    return dataclasses.replace(scene, motion=events[0], then=events[1] if len(events) > 1 else None)
+
+
+def reversed_scene(scene: Scene) -> Scene:
+    """The scene a clip of ``scene`` shows when played backwards."""
+    return transformed_scene(scene, (True, False, False, False))  # type: ignore[return-value]
+
+
+def transform_frames(frames: torch.Tensor, transform: Transform) -> torch.Tensor:
+    """Apply ``transform`` to frames ``(..., T, C, H, W)`` (H == W when transposing)."""
+    reverse, transpose, hflip, vflip = transform
+    if reverse:
+        frames = frames.flip(-4)
+    if transpose:
+        frames = frames.transpose(-1, -2)
+    if hflip:
+        frames = frames.flip(-1)
+    if vflip:
+        frames = frames.flip(-2)
+    return frames.contiguous()
+
+
+ALL_TRANSFORMS: list[Transform] = [t for t in itertools.product((False, True), repeat=4) if t != IDENTITY]
+
+
+def add_motion_twins(
+    frames: torch.Tensor, captions: list[str], rng: np.random.Generator
+) -> tuple[torch.Tensor, list[str]]:
+    """The batch followed by one twin per clip: ``(2B, T, C, H, W)`` frames and 2B captions.
+
+    Each twin is a random transform whose caption is new to the batch. A clip without one (not a synthetic
+    caption, or a triangle moving up then down, which every valid transform maps to itself) is repeated
+    unchanged; the loss counts equal captions as matching, so the copy costs only compute.
+    """
+    seen = set(captions)
+    twins, twin_captions = [], []
+    for clip, caption in zip(frames, captions, strict=True):
+        scene = caption_scene(caption)
+        choices = []
+        if scene is not None:
+            for transform in ALL_TRANSFORMS:
+                other = transformed_scene(scene, transform)
+                if other is not None and other.caption not in seen:
+                    choices.append((transform, other.caption))
+        if choices:
+            transform, caption = choices[rng.integers(len(choices))]
+            clip = transform_frames(clip, transform)
+            seen.add(caption)
+        twins.append(clip)
+        twin_captions.append(caption)
+    return torch.cat([frames, torch.stack(twins)]), [*captions, *twin_captions]
