@@ -42,7 +42,8 @@ LOCK_FILE = ".lock"
 VERSION_RE = re.compile(r"^v(\d{6,})$")
 
 FLAT_MAX_VECTORS = 100_000  # exact search below this many vectors (a few ms per query at dim 512)
-IVF_FLAT_MAX_BYTES = 16 << 30  # raw vectors beyond this -> IVF with PQ codes instead of full vectors
+IVF_FLAT_MAX_BYTES = 1 << 30  # raw vectors beyond this -> IVF with 8-bit scalar codes (a quarter the bytes)
+IVF_SQ8_MAX_BYTES = 16 << 30  # 8-bit codes beyond this -> IVF with PQ codes
 TRAIN_POINTS_PER_LIST = 50  # IVF training sample: this many vectors per list (faiss warns below 39)
 KEEP_VERSIONS = 3
 
@@ -72,14 +73,18 @@ class IndexMeta:
 
 
 def choose_factory(num_vectors: int, dim: int) -> str:
-    """The index type for a collection: exact ``Flat`` while small, then IVF with ~4 sqrt(n) lists (full
-    vectors while they fit ``IVF_FLAT_MAX_BYTES``, PQ codes of dim/8 bytes past that). docs/BENCHMARKS.md
-    has recall and speed at 1M vectors, and ``bench/index_build.py --base`` measures your own embeddings."""
+    """The index type for a collection: exact ``Flat`` while small, then IVF with ~4 sqrt(n) lists holding
+    full vectors up to ``IVF_FLAT_MAX_BYTES``, 8-bit scalar codes (SQ8: a quarter of the memory and of the
+    bytes a search scans, same recall in docs/BENCHMARKS.md) up to ``IVF_SQ8_MAX_BYTES`` of codes, PQ codes
+    of dim/8 bytes past that. The search depth is calibrated on the data when the index is built
+    (calibration.py); ``bench/index_build.py --base`` measures your own embeddings."""
     if num_vectors < FLAT_MAX_VECTORS:
         return "Flat"
     nlist = 1 << max(4, round(math.log2(4 * math.sqrt(num_vectors))))
     if num_vectors * dim * 4 <= IVF_FLAT_MAX_BYTES:
         return f"IVF{nlist},Flat"
+    if num_vectors * dim <= IVF_SQ8_MAX_BYTES:
+        return f"IVF{nlist},SQ8"
     m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
     return f"IVF{nlist},PQ{m}"
 
@@ -87,7 +92,7 @@ def choose_factory(num_vectors: int, dim: int) -> str:
 def default_search_params(index: faiss.Index) -> dict[str, int]:
     """Per-call defaults (recorded with each version; the service may pass others): IVF probes 1/32 of its
     lists (at least 16), HNSW explores 256 candidates. Measured in docs/BENCHMARKS.md."""
-    inner = _core_index(index)
+    inner = core_index(index)
     if isinstance(inner, faiss.IndexIVF):
         return {"nprobe": int(min(inner.nlist, max(16, inner.nlist // 32)))}
     if isinstance(inner, faiss.IndexHNSW):
@@ -110,7 +115,7 @@ def train_index(index: faiss.Index, sample: np.ndarray, use_gpu: bool = False) -
     """Train (IVF centroids, PQ codebooks) on ``sample``; on a GPU when asked for and faiss has one."""
     if index.is_trained:
         return
-    inner = _core_index(index)
+    inner = core_index(index)
     gpus = faiss.get_num_gpus() if use_gpu and hasattr(faiss, "index_cpu_to_all_gpus") else 0
     if gpus > 0 and isinstance(inner, faiss.IndexIVF):
         inner.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(index.d))
@@ -120,7 +125,7 @@ def train_index(index: faiss.Index, sample: np.ndarray, use_gpu: bool = False) -
 
 
 def training_sample_size(index: faiss.Index, num_vectors: int) -> int:
-    inner = _core_index(index)
+    inner = core_index(index)
     if isinstance(inner, faiss.IndexIVF):
         return min(num_vectors, max(TRAIN_POINTS_PER_LIST * inner.nlist, 10_000))
     return min(num_vectors, 100_000)
@@ -141,11 +146,16 @@ def index_ids(index: faiss.Index) -> np.ndarray:
     return faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64, copy=False)
 
 
+def is_approximate(index: faiss.Index) -> bool:
+    """True for indexes whose results depend on a search depth (IVF, HNSW)."""
+    return isinstance(core_index(index), faiss.IndexIVF | faiss.IndexHNSW)
+
+
 def supports_remove(index: faiss.Index) -> bool:
-    return not isinstance(_core_index(index), faiss.IndexHNSW)
+    return not isinstance(core_index(index), faiss.IndexHNSW)
 
 
-def _core_index(index: faiss.Index) -> faiss.Index:
+def core_index(index: faiss.Index) -> faiss.Index:
     """The index under the IDMap and any pre-transform (OPQ, PCA)."""
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
@@ -160,7 +170,7 @@ def _core_index(index: faiss.Index) -> faiss.Index:
 
 def search_parameters(index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None):  # type: ignore[no-untyped-def]
     """``faiss.SearchParameters`` for one call (no shared state is changed, so concurrent searches are safe)."""
-    inner = _core_index(index)
+    inner = core_index(index)
     params = None
     if isinstance(inner, faiss.IndexIVF) and nprobe is not None:
         params = faiss.SearchParametersIVF(nprobe=int(nprobe))

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import store
+from .calibration import PROBE_QUERIES, RecallProbe, calibrate
 from .catalog import Clip, IndexVersion, Video, VideoStatus
 from .db import read_snapshot, session_scope
 from .errors import CheckpointMismatchError, IndexerError
@@ -96,7 +98,7 @@ def sync_index(
             if plan is None:
                 return current
             checkpoint, wanted, auto, ids, dim = plan
-            index = None
+            index, search_defaults = None, None
             if (
                 not rebuild
                 and current is not None
@@ -110,9 +112,17 @@ def sync_index(
                 outcome, index = _updated_copy(session, current, ids)
                 if outcome == "unchanged":
                     return current
+                search_defaults = current.search_defaults or None  # measured when it was built
             if index is None:
-                index = build_index(session, ids, dim, wanted, use_gpu=use_gpu)
-        meta = store.publish(index_dir, index, checkpoint_id=checkpoint, factory=wanted, auto_factory=auto)
+                index, search_defaults = build_index(session, ids, dim, wanted, use_gpu=use_gpu)
+        meta = store.publish(
+            index_dir,
+            index,
+            checkpoint_id=checkpoint,
+            factory=wanted,
+            auto_factory=auto,
+            search_defaults=search_defaults,
+        )
         with session_scope(sessions) as session:
             session.add(
                 IndexVersion(
@@ -173,19 +183,34 @@ def _updated_copy(session: Session, current: IndexMeta, ids: np.ndarray) -> tupl
     return "updated", index
 
 
-def build_index(session: Session, ids: np.ndarray, dim: int, factory: str, use_gpu: bool = False):  # type: ignore[no-untyped-def]
-    """A new index of the given clips' stored embeddings (trained on a random sample where needed)."""
+def build_index(
+    session: Session, ids: np.ndarray, dim: int, factory: str, use_gpu: bool = False
+) -> tuple[faiss.Index, dict[str, int] | None]:
+    """A new index of the given clips' stored embeddings (trained on a random sample where needed), and
+    its default search parameters, calibrated on the collection for approximate indexes (calibration.py)."""
     index = store.new_index(dim, factory)
+    rng = np.random.default_rng(0)
     if not index.is_trained:
         size = store.training_sample_size(index, len(ids))
         if size == 0:
             raise IndexerError(f"factory {factory!r} needs training data, but the catalog has no clips")
-        sample_ids = np.sort(np.random.default_rng(0).choice(ids, size=size, replace=False))
+        sample_ids = np.sort(rng.choice(ids, size=size, replace=False))
         sample = np.concatenate([v for _, v in fetch_embeddings(session, sample_ids)])
         store.train_index(index, sample, use_gpu=use_gpu)
-    added = store.add_vectors(index, fetch_embeddings(session, ids))
+    probe = None
+    if store.is_approximate(index) and len(ids):
+        query_ids = np.sort(rng.choice(ids, size=min(PROBE_QUERIES, len(ids)), replace=False))
+        probe = RecallProbe(query_ids, np.concatenate([v for _, v in fetch_embeddings(session, query_ids)]))
+
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in fetch_embeddings(session, ids):
+            if probe is not None:
+                probe.update(*batch)  # exact neighbours of the sample queries, on the way
+            yield batch
+
+    added = store.add_vectors(index, batches())
     log.info("built %s index of %d vectors", factory, added)
-    return index
+    return index, (calibrate(index, probe) or None) if probe is not None else None
 
 
 def _catalog_dim(session: Session, ids: np.ndarray) -> int:

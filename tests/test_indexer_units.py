@@ -151,8 +151,9 @@ def test_factory_follows_collection_size_and_memory() -> None:
     assert store.choose_factory(10, 512) == "Flat"
     assert store.choose_factory(store.FLAT_MAX_VECTORS - 1, 512) == "Flat"
     assert store.choose_factory(store.FLAT_MAX_VECTORS, 512) == "IVF1024,Flat"  # 4 sqrt(1e5) = 1265 -> 1024
-    assert store.choose_factory(1_000_000, 512) == "IVF4096,Flat"
-    assert store.choose_factory(20_000_000, 512) == "IVF16384,PQ64"  # 40 GB of floats: PQ codes instead
+    assert store.choose_factory(500_000, 512) == "IVF2048,Flat"  # 1 GB of floats
+    assert store.choose_factory(1_000_000, 512) == "IVF4096,SQ8"  # 2 GB of floats: 8-bit codes instead
+    assert store.choose_factory(40_000_000, 512) == "IVF32768,PQ64"  # 20 GB of 8-bit codes: PQ instead
     with pytest.raises(IndexStoreError, match="'Bogus' is not a FAISS index_factory string"):
         store.new_index(16, "Bogus")
 
@@ -256,3 +257,48 @@ def test_corrupt_current_pointer_is_reported(tmp_path: Path) -> None:
     os.makedirs(tmp_path / "index" / "v000001")
     with pytest.raises(IndexStoreError, match="cannot read the index metadata"):
         store.open_published_index(tmp_path)
+
+
+def _unit_rows(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("spread", [0.05, 5.0], ids=["clustered", "diffuse"])
+def test_calibrated_search_depth_reaches_the_target_recall_on_unseen_queries(spread) -> None:
+    from indexer.calibration import TARGET_RECALL, RecallProbe, calibrate
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 32))
+    data = _unit_rows(rng, centres[rng.integers(0, 200, 20_000)] + spread * rng.normal(size=(20_000, 32)))
+    ids = np.arange(20_000, dtype=np.int64) + 1000
+    index = store.new_index(32, "IVF256,Flat")
+    store.train_index(index, data[:10_000])
+    sample = rng.choice(len(ids), 256, replace=False)
+    probe = RecallProbe(ids[sample], data[sample])
+    for begin in range(0, len(ids), 3000):  # the vectors stream past in batches, as from the catalog
+        probe.update(ids[begin : begin + 3000], data[begin : begin + 3000])
+        store.add_vectors(index, [(ids[begin : begin + 3000], data[begin : begin + 3000])])
+    exact = np.argsort(-(data[sample] @ data.T), axis=1)[:, :11] + 1000
+    np.testing.assert_array_equal(np.sort(probe.ids, axis=1), np.sort(exact, axis=1))
+
+    defaults = calibrate(index, probe)
+    nprobe = defaults["nprobe"]
+    # new queries (not stored vectors) drawn the same way: the calibrated depth holds its recall on them
+    queries = _unit_rows(rng, centres[rng.integers(0, 200, 300)] + spread * rng.normal(size=(300, 32)))
+    truth = np.argsort(-(queries @ data.T), axis=1)[:, :10] + 1000
+    _, found = store.search(index, queries, 10, nprobe=nprobe)
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= TARGET_RECALL - 0.03, (nprobe, recall)
+    _, shallower = store.search(index, queries, 10, nprobe=max(1, nprobe // 4))
+    assert nprobe == 256 or np.mean([len(set(f) & set(t)) / 10 for f, t in zip(shallower, truth, strict=True)]) < recall
+    if spread < 0.1:
+        assert nprobe <= 16  # clustered data needs few lists
+    else:
+        assert nprobe >= 32  # diffuse data needs many
+
+
+def test_calibration_has_nothing_to_tune_on_exact_indexes() -> None:
+    from indexer.calibration import RecallProbe, calibrate
+
+    index = store.new_index(8, "Flat")
+    assert calibrate(index, RecallProbe(np.array([1]), np.ones((1, 8)))) == {}
