@@ -36,6 +36,7 @@ from indexer.pipeline import IngestOptions, default_workers, ingest  # noqa: E40
 from indexer.settings import Settings  # noqa: E402
 from indexer.sources import discover  # noqa: E402
 from model import create_model, get_config, load_encoder, save_checkpoint  # noqa: E402
+from model.preprocess import normalize_frames  # noqa: E402
 
 
 def make_encoder(config_name: str, folder: Path, device: str):  # type: ignore[no-untyped-def]
@@ -56,7 +57,8 @@ def encoder_only(encoder, videos: list[Path], batch_size: int) -> tuple[float, i
         clips += [c.frames for c in probed.first_chunk]
     started = time.perf_counter()
     for begin in range(0, len(clips), batch_size):
-        encoder.encode_video(torch.from_numpy(np.stack(clips[begin : begin + batch_size]))).cpu()
+        frames = torch.from_numpy(np.stack(clips[begin : begin + batch_size])).to(encoder.device)  # uint8
+        encoder.encode_video(normalize_frames(frames)).cpu()  # as the pipeline does
     if encoder.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started, len(clips)

@@ -1,8 +1,8 @@
 """What decoding worker processes run: hash and probe a file, sample clip frames, make thumbnails.
 
 Everything here is a top-level function of picklable arguments (safe under the ``spawn`` start method)
-and imports neither FAISS nor SQLAlchemy. Frames leave a worker preprocessed for the encoder, float32
-(T, 3, S, S), so the main process only stacks and encodes them.
+and imports neither FAISS nor SQLAlchemy. Frames leave a worker resized and cropped for the encoder, uint8
+(T, 3, S, S): a quarter of the bytes of float32; the main process normalises a batch where it encodes it.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class DecodedClip:
     position: int
     start: float
     end: float
-    frames: np.ndarray  # float32 (T, 3, S, S), CLIP-normalised
+    frames: np.ndarray  # uint8 (T, 3, S, S), resized and cropped (model.preprocess.resize_frames)
     thumbnail: bytes  # JPEG of the middle frame
 
 
@@ -126,7 +126,7 @@ def decode_clips(path: str, windows: list[tuple[int, tuple[float, float]]], spec
 
 
 def _decode(reader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> list[DecodedClip]:  # type: ignore[no-untyped-def]
-    from model.preprocess import preprocess_frames
+    from model.preprocess import resize_frames
     from model.video import sample_times
 
     times: list[float] = []
@@ -143,7 +143,7 @@ def _decode(reader, windows: list[tuple[int, tuple[float, float]]], spec: Decode
                 position=position,
                 start=start,
                 end=end,
-                frames=preprocess_frames(block[:-1], spec.image_size).numpy(),
+                frames=resize_frames(block[:-1], spec.image_size).numpy(),
                 thumbnail=jpeg_thumbnail(block[-1], spec.thumbnail_width),
             )
         )

@@ -481,7 +481,10 @@ class _Ingestion:
         if not batch:
             return
         started = time.perf_counter()
-        frames = torch.from_numpy(np.stack([clip.frames for _, clip in batch]))
+        from model.preprocess import normalize_frames
+
+        frames = torch.from_numpy(np.stack([clip.frames for _, clip in batch]))  # uint8
+        frames = normalize_frames(frames.to(getattr(self.encoder, "device", "cpu")))  # on the encoder's device
         vectors = self.encoder.encode_video(frames).float().cpu().numpy()
         self.timers["encode"] += time.perf_counter() - started
         for (job, clip), vector in zip(batch, vectors, strict=True):

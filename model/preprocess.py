@@ -13,6 +13,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def preprocess_frames(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
     """uint8 frames (T, H, W, 3) -> float32 (T, 3, image_size, image_size), CLIP-normalised."""
+    return normalize_frames(resize_frames(frames, image_size))
+
+
+def resize_frames(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, image_size, image_size): the geometric half of preprocessing.
+
+    Decoding workers stop here: a quarter of float32's bytes crosses to the encoder's process or device.
+    """
     x = torch.as_tensor(frames)
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 of shape [T, H, W, 3], got {list(x.shape)}")
@@ -20,6 +28,12 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, image_size: int) -> tor
         raise ValueError(f"frames must be uint8 (0-255), got {x.dtype}")
     x = x.permute(0, 3, 1, 2)  # (T, 3, H, W)
     x = TF.resize(x, [image_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
-    x = TF.center_crop(x, [image_size, image_size])
-    x = x.float().div_(255.0)
+    return TF.center_crop(x, [image_size, image_size]).contiguous()
+
+
+def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, S, S) from ``resize_frames`` -> float32, CLIP-normalised (on the tensor's device)."""
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8 (0-255), got {frames.dtype}")
+    x = frames.float().div_(255.0)
     return TF.normalize(x, CLIP_MEAN, CLIP_STD)

@@ -312,3 +312,24 @@ def test_workers_that_cannot_start_stop_the_run(tmp_path, monkeypatch, tiny_chec
     with catalog(settings)() as session:  # nothing was marked failed for a fault of the machine
         assert session.scalars(select(Video)).all() == []
         assert session.scalars(select(IngestionRun.status)).all() == [RunStatus.failed]
+
+
+def test_stored_embeddings_are_the_encoders_embeddings_of_the_clip_frames(
+    tmp_path,
+    tiny_checkpoint,  # noqa: F811
+    tiny_encoder,  # noqa: F811
+) -> None:
+    """Workers send resized uint8 frames and the encoder's process normalises them: the same vectors as
+    encoding the clip's frames directly."""
+    from model.video import read_clip
+
+    folder = tmp_path / "videos"
+    paths = write_small_corpus(folder, 2, seed=9)
+    settings = make_settings(tmp_path, tiny_checkpoint)
+    run_ingest(settings, [folder], tiny_encoder, workers=1)
+    for path in paths:
+        video = videos_by_name(settings, folder)[path.name]
+        for clip in clips_of(settings, video.id):
+            frames = read_clip(path, clip.start, clip.end, tiny_encoder.num_frames)
+            direct = tiny_encoder.encode_video(tiny_encoder.preprocess(frames)[None])[0]
+            np.testing.assert_allclose(clip.vector(), direct.numpy(), atol=1e-5)
