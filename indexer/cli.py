@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 log = logging.getLogger(__name__)
+EXIT_SOME_FAILED = 3  # `tvr ingest` finished, but some files could not be indexed
 
 DataDirOption = Annotated[
     Path | None,
@@ -123,7 +124,11 @@ def ingest(
     stride: Annotated[float, typer.Option(min=0.1, help="Longer videos: seconds between clip starts.")] = 5.0,
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a terminal).")] = None,
 ) -> None:
-    """Index video files, folders or a manifest: resumable, idempotent, with a summary of what happened."""
+    """Index video files, folders or a manifest: resumable, idempotent, with a summary of what happened.
+
+    Exit status: 0 when every video is indexed or unchanged; 3 when the run completed but some files failed
+    (listed, recorded in the catalog and retried by the next run); 1 when an error stopped the run.
+    """
     with _user_errors():
         from .clips import ClipPolicy
         from .errors import IndexerError
@@ -181,6 +186,8 @@ def ingest(
         )
     elif publish:
         typer.echo("index: nothing to publish (the catalog has no clips)")
+    if summary.failed:  # the run completed, but a script or a scheduler must notice the files it could not read
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 # --- delete ---------------------------------------------------------------------------------------------------

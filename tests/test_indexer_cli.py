@@ -44,7 +44,7 @@ def test_ingest_stats_verify_rebuild_delete(tmp_path: Path, cli_env: dict[str, s
     (folder / "readme.md").write_text("hi")
 
     result = invoke(cli_env, "ingest", str(folder), "--workers", "0", "--batch-size", "2")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # completed, one file failed
     assert "indexed 3, skipped 0 unchanged, failed 1, ignored 1 non-video files; 3 clips" in result.output
     assert f"failed: {(folder / 'broken.avi').resolve()}: " in result.output
     assert "index v000001: 3 vectors, Flat" in result.output
