@@ -7,19 +7,19 @@ factory and checkpoint still fit, else by a full rebuild (training IVF on a samp
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import store
-from .calibration import PROBE_QUERIES, RecallProbe, calibrate
+from .builder import build_index
 from .catalog import Clip, IndexVersion, Video, VideoStatus
 from .db import read_snapshot, session_scope
 from .errors import CheckpointMismatchError, IndexerError
@@ -114,7 +114,8 @@ def sync_index(
                     return current
                 search_defaults = current.search_defaults or None  # measured when it was built
             if index is None:
-                index, search_defaults = build_index(session, ids, dim, wanted, use_gpu=use_gpu)
+                fetch = functools.partial(fetch_embeddings, session)
+                index, search_defaults = build_index(ids, dim, wanted, fetch, use_gpu=use_gpu)
         meta = store.publish(
             index_dir,
             index,
@@ -181,36 +182,6 @@ def _updated_copy(session: Session, current: IndexMeta, ids: np.ndarray) -> tupl
     store.add_vectors(index, fetch_embeddings(session, to_add))
     log.info("index update: +%d -%d vectors", len(to_add), len(to_remove))
     return "updated", index
-
-
-def build_index(
-    session: Session, ids: np.ndarray, dim: int, factory: str, use_gpu: bool = False
-) -> tuple[faiss.Index, dict[str, int] | None]:
-    """A new index of the given clips' stored embeddings (trained on a random sample where needed), and
-    its default search parameters, calibrated on the collection for approximate indexes (calibration.py)."""
-    index = store.new_index(dim, factory)
-    rng = np.random.default_rng(0)
-    if not index.is_trained:
-        size = store.training_sample_size(index, len(ids))
-        if size == 0:
-            raise IndexerError(f"factory {factory!r} needs training data, but the catalog has no clips")
-        sample_ids = np.sort(rng.choice(ids, size=size, replace=False))
-        sample = np.concatenate([v for _, v in fetch_embeddings(session, sample_ids)])
-        store.train_index(index, sample, use_gpu=use_gpu)
-    probe = None
-    if store.is_approximate(index) and len(ids):
-        query_ids = np.sort(rng.choice(ids, size=min(PROBE_QUERIES, len(ids)), replace=False))
-        probe = RecallProbe(query_ids, np.concatenate([v for _, v in fetch_embeddings(session, query_ids)]))
-
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for batch in fetch_embeddings(session, ids):
-            if probe is not None:
-                probe.update(*batch)  # exact neighbours of the sample queries, on the way
-            yield batch
-
-    added = store.add_vectors(index, batches())
-    log.info("built %s index of %d vectors", factory, added)
-    return index, (calibrate(index, probe) or None) if probe is not None else None
 
 
 def _catalog_dim(session: Session, ids: np.ndarray) -> int:
