@@ -7,13 +7,14 @@ For each collection size the script
 1. saves a ViT-B-32 encoder with random weights as a full checkpoint (the real text tower's cost);
 2. generates that many clip vectors and catalog rows (SQLite, the indexer's schema; 10 clips a video,
    embeddings not stored) and builds and publishes the index exactly as the indexer does
-   (``store.choose_factory``, training on the indexer's sample size, ``store.publish``);
+   (``store.choose_factory``, ``builder.build_index``: training, adding, calibrating the search depth);
 3. starts ``tvr serve`` in its own process (query-embedding cache off, so every query is encoded);
 4. runs the load generator (``bench/search.py load``) in a third process: distinct queries one at a time
    (p50/p99 latency, client-side, over HTTP), then 16 at a time (throughput);
 5. computes recall@10 of the served answers against exhaustive search over the generated vectors, with
    the query embeddings computed here from the same checkpoint at the server's precision (so it measures
-   the index); ``--nprobe`` reruns the sequential pass with those per-call ``nprobe`` values.
+   the index), and against exhaustive search with float32 query embeddings (what a reduced query
+   precision costs on top); ``--nprobe`` reruns the sequential pass with those per-call ``nprobe`` values.
 
 The index file is read once before each server starts (a long-running server has it in the page cache).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -125,12 +127,17 @@ def captions(seed: int = 0) -> list[str]:
     return texts
 
 
-def encode(encoder, texts: list[str], batch: int = 64, dtype: str = "float32") -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Embeddings as the server makes them (``dtype`` as its TVR_TEXT_DTYPE)."""
-    import torch
+@functools.cache
+def encoder_at(checkpoint: Path, precision: str):  # type: ignore[no-untyped-def]
+    """The checkpoint's encoder with the query precision a server gets from TVR_TEXT_DTYPE."""
+    from model import load_encoder
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-        chunks = [encoder.encode_text(texts[i : i + batch]).float().numpy() for i in range(0, len(texts), batch)]
+    return load_encoder(checkpoint, text_precision=precision)
+
+
+def encode(encoder, texts: list[str], batch: int = 64) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Query embeddings, as the server makes them with the same encoder."""
+    chunks = [encoder.encode_text(texts[i : i + batch]).float().numpy() for i in range(0, len(texts), batch)]
     return np.concatenate(chunks)
 
 
@@ -158,13 +165,13 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
     """Catalog rows and a published index of ``count`` generated clips; reused when already built."""
     from sqlalchemy import insert
 
-    from indexer import store
+    from indexer import builder, store
     from indexer.catalog import Clip, IndexVersion, Video, VideoStatus, utcnow
     from indexer.db import make_sessionmaker, open_catalog
     from indexer.settings import Settings
 
     stamp_path = data_dir / "bench.json"
-    stamp = {"count": count, "checkpoint": checkpoint_id, "centres": CENTRES, "spread": SPREAD}
+    stamp = {"count": count, "checkpoint": checkpoint_id, "centres": CENTRES, "spread": SPREAD, "builder": 2}
     if stamp_path.is_file() and json.loads(stamp_path.read_text()).get("stamp") == stamp:
         return json.loads(stamp_path.read_text())["timings"]
     if data_dir.exists():
@@ -216,26 +223,19 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
             )
     timings["catalog_s"] = time.perf_counter() - started
 
+    def fetch(ids: np.ndarray):  # type: ignore[no-untyped-def]  # sorted clip ids -> (ids, vectors) batches
+        for first, vectors in vector_chunks(centres, count):
+            chosen = ids[(ids >= first) & (ids < first + len(vectors))]
+            if len(chosen):
+                yield chosen, vectors[chosen - first]
+
     started = time.perf_counter()
     factory = store.choose_factory(count, centres.shape[1])
-    index = store.new_index(centres.shape[1], factory)
-    if not index.is_trained:
-        size = store.training_sample_size(index, count)
-        picked = np.sort(np.random.default_rng(0).choice(count, size=size, replace=False))
-        sample = np.concatenate(
-            [
-                v[picked[(picked >= first - 1) & (picked < first - 1 + len(v))] - (first - 1)]
-                for first, v in vector_chunks(centres, count)
-            ]
-        )
-        store.train_index(index, sample)
-    timings["train_s"] = time.perf_counter() - started
-    started = time.perf_counter()
-    store.add_vectors(
-        index, ((np.arange(first, first + len(v), dtype=np.int64), v) for first, v in vector_chunks(centres, count))
+    index, defaults = builder.build_index(np.arange(1, count + 1, dtype=np.int64), centres.shape[1], factory, fetch)
+    timings["build_s"] = time.perf_counter() - started  # train, add, calibrate: as `tvr index rebuild`
+    meta = store.publish(
+        settings.index_dir, index, checkpoint_id=checkpoint_id, factory=factory, search_defaults=defaults
     )
-    timings["add_s"] = time.perf_counter() - started
-    meta = store.publish(settings.index_dir, index, checkpoint_id=checkpoint_id, factory=factory)
     with make_sessionmaker(engine).begin() as session:
         session.add(
             IndexVersion(
@@ -363,13 +363,14 @@ def parse_config(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(","))
 
 
-def measure(count: int, args: argparse.Namespace, encoder, checkpoint: Path, centres, texts) -> list[str]:  # type: ignore[no-untyped-def]
+def measure(count: int, args: argparse.Namespace, checkpoint: Path, centres, texts) -> list[str]:  # type: ignore[no-untyped-def]
     from indexer import store
 
     work = args.work
     data_dir = work / f"data-{count}"
     print(f"\n## {count:,} clips: catalog and index", flush=True)
-    build = build_collection(data_dir, count, centres, encoder.checkpoint_id, texts[:CENTRES])
+    checkpoint_id = encoder_at(checkpoint, "float32").checkpoint_id
+    build = build_collection(data_dir, count, centres, checkpoint_id, texts[:CENTRES])
     meta = store.current_meta(data_dir / "index")
     print(f"built: {json.dumps({k: round(v, 1) for k, v in build.items()})}; {meta.factory}, {meta.search_defaults}")
 
@@ -382,8 +383,10 @@ def measure(count: int, args: argparse.Namespace, encoder, checkpoint: Path, cen
     for config in args.configs:
         env = parse_config(config)
         dtype = env.get("TVR_TEXT_DTYPE", "float32")
-        if dtype not in exact_by_dtype:  # exhaustive search with the very query embeddings the server makes
-            exact_by_dtype[dtype] = exact_top(centres, count, encode(encoder, sequential, dtype=dtype))
+        for precision in {dtype, "float32"} - set(exact_by_dtype):  # exhaustive search, same query embeddings:
+            # one query per call, as the server encodes them at concurrency 1 (int8 scales activations per batch)
+            queries = encode(encoder_at(checkpoint, precision), sequential, batch=1)
+            exact_by_dtype[precision] = exact_top(centres, count, queries)
         exact = exact_by_dtype[dtype]
         nprobe_label = env.get("TVR_NPROBE", f"{default_nprobe} (default)")
         log = work / f"server-{count}-{re.sub(r'[^A-Za-z0-9]+', '_', config)}.log"
@@ -403,6 +406,7 @@ def measure(count: int, args: argparse.Namespace, encoder, checkpoint: Path, cen
                 f"| {count:,} | {meta.factory} | {nprobe_label} | {config} "
                 f"| {percentile(latency, 50):.1f} | {percentile(latency, 99):.1f} "
                 f"| {len(parallel) / many['wall']:.1f} | {recall(one['answers'], exact):.3f} "
+                f"| {recall(one['answers'], exact_by_dtype['float32']):.3f} "
                 f"| {1000 * stages['tvr_encode_seconds']:.1f} / {1000 * stages['tvr_search_seconds']:.2f} / "
                 f"{1000 * stages['tvr_catalog_seconds']:.2f} | {batched['tvr_encode_batch_size']:.1f} "
                 f"| {cpu_ms:.1f} | {2000 / cpu_ms:.0f} |"
@@ -417,7 +421,7 @@ def measure(count: int, args: argparse.Namespace, encoder, checkpoint: Path, cen
                 found = recall(swept["answers"], exact[: len(subset)])
                 rows.append(
                     f"| {count:,} | {meta.factory} | {nprobe} | {config} | {percentile(latency, 50):.1f} "
-                    f"| {percentile(latency, 99):.1f} | | {found:.3f} | | | | |"
+                    f"| {percentile(latency, 99):.1f} | | {found:.3f} | | | | | |"
                 )
                 print(rows[-1], flush=True)
         finally:
@@ -451,27 +455,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
 
-    from model import load_encoder
-
     checkpoint = random_checkpoint(args.work)
-    encoder = load_encoder(checkpoint)
     texts = captions()
     needed = CENTRES + args.warmup + args.queries + args.throughput_queries
     if len(texts) < needed:
         raise SystemExit(f"the synthetic vocabulary has {len(texts)} captions, {needed} are needed")
-    centres = encode(encoder, texts[:CENTRES])
+    centres = encode(encoder_at(checkpoint, "float32"), texts[:CENTRES])
     load = os.getloadavg()[0]
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load:.1f}, {platform.python_version()}"
     )
     rows = [
         "| clips | index | nprobe | server | p50 ms (c=1) | p99 ms (c=1) | queries/s (c=16) | recall@10 "
-        "| encode / search / catalog ms per query (c=1) | mean batch (c=16) | server CPU ms/query (c=16) "
-        "| CPU-bound ceiling q/s, 2 cores |",
-        "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        "| recall@10 vs float32 queries | encode / search / catalog ms per query (c=1) | mean batch (c=16) "
+        "| server CPU ms/query (c=16) | CPU-bound ceiling q/s, 2 cores |",
+        "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for count in args.clips:
-        rows += measure(count, args, encoder, checkpoint, centres, texts)
+        rows += measure(count, args, checkpoint, centres, texts)
     print("\n" + "\n".join(rows))
 
 
