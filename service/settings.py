@@ -38,7 +38,9 @@ class ServiceSettings(Settings):
     """OpenMP threads of the text encoder (torch) and of FAISS (default: the libraries' own, one per core)."""
     text_dtype: Literal["float32", "bfloat16", "int8"] = "float32"
     """Precision of the query encoder: float32 (exact), bfloat16 (about 2x faster on CPUs with bf16
-    instructions) or int8 (CPU only, about 4x faster for one query; rankings measured in docs/BENCHMARKS.md)."""
+    instructions) or int8 (CPU only, about 4x faster for one query). int8 scales activations per batch, so
+    a query's embedding varies slightly with the queries encoded beside it; top-10 agreement with float32
+    is measured in docs/BENCHMARKS.md."""
     log_format: Literal["json", "text"] = "json"
 
     @field_validator("api_key", mode="before")
