@@ -55,9 +55,10 @@ class VideoStatus(str, enum.Enum):
 
 
 class RunStatus(str, enum.Enum):
-    running = "running"  # also what a killed run leaves behind
+    running = "running"  # also what a killed run leaves behind, until a later run on its host sees it gone
     finished = "finished"
     failed = "failed"
+    interrupted = "interrupted"  # killed: marked by the next run on the same host
 
 
 class Video(Base):
@@ -135,7 +136,8 @@ class IndexVersion(Base):
 
 
 class IngestionRun(Base):
-    """One ``tvr ingest`` invocation: its arguments and what it did. A killed run stays ``running``."""
+    """One ``tvr ingest`` invocation: its arguments and what it did. A killed run stays ``running`` until the
+    next run on the same host finds its process gone and marks it ``interrupted``."""
 
     __tablename__ = "ingestion_runs"
 
@@ -146,6 +148,7 @@ class IngestionRun(Base):
         Enum(RunStatus, native_enum=False, length=16, validate_strings=True), default=RunStatus.running
     )
     host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
     checkpoint_id: Mapped[str | None] = mapped_column(String(128))
     args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     discovered: Mapped[int] = mapped_column(Integer, default=0)

@@ -321,9 +321,17 @@ class _Ingestion:
         return jobs
 
     def _start_run(self, summary: IngestSummary, args: dict[str, Any]) -> int:
+        host = socket.gethostname()
         with session_scope(self.writes) as session:
+            for stale in session.scalars(
+                select(IngestionRun).where(IngestionRun.status == RunStatus.running, IngestionRun.host == host)
+            ):
+                if stale.pid is not None and not _process_alive(stale.pid):
+                    stale.status = RunStatus.interrupted
+                    log.warning("ingest run %d (pid %d) was interrupted: marked as such", stale.id, stale.pid)
             run = IngestionRun(
-                host=socket.gethostname(),
+                host=host,
+                pid=os.getpid(),
                 checkpoint_id=self.checkpoint_id,
                 args=args,
                 discovered=summary.discovered,
@@ -544,3 +552,14 @@ class _Ingestion:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(clips=self.summary.clips, failed=len(self.summary.failed), refresh=False)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (a reused pid counts as alive: never a false mark)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

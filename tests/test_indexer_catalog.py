@@ -62,6 +62,30 @@ def test_migrations_upgrade_an_empty_database_without_drift(catalog_url: str) ->
     engine.dispose()
 
 
+def test_upgrade_from_the_first_revision_keeps_the_rows(catalog_url: str) -> None:  # noqa: F811
+    """A catalog made by an earlier release (revision 0001) upgrades in place; its rows survive."""
+    from alembic import command
+
+    engine = make_engine(catalog_url)
+    config = alembic_config(catalog_url)
+    command.upgrade(config, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO ingestion_runs (started_at, status, host, args, discovered, ignored, indexed, skipped,"
+                " failed, clips) VALUES (CURRENT_TIMESTAMP, 'finished', 'old-host', '{}', 3, 0, 3, 0, 0, 3)"
+            )
+        )
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT host, status, indexed, pid FROM ingestion_runs")).all() == [
+            ("old-host", "finished", 3, None)
+        ]
+    command.check(config)
+    engine.dispose()
+
+
 def test_alembic_command_line_from_the_repository_root(catalog_url: str, tmp_path: Path) -> None:  # noqa: F811
     env = {**os.environ, "TVR_DATABASE_URL": catalog_url, "TVR_DATA_DIR": str(tmp_path)}
     for args in (["upgrade", "head"], ["check"]):
@@ -80,7 +104,7 @@ def test_server_catalog_needs_an_explicit_upgrade(postgres_url: str, tmp_path: P
         open_catalog(settings)
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", postgres_url])
     assert result.exit_code == 0, result.output
-    assert "empty -> 0001" in result.output and "tvr@" in result.output
+    assert "empty -> 0002" in result.output and "tvr@" in result.output
     open_catalog(settings).dispose()
 
 

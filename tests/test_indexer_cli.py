@@ -204,7 +204,7 @@ def test_sigkill_mid_run_loses_nothing_and_the_rerun_finishes(tmp_path: Path, cl
     assert sorted(r[0] for r in rows) == sorted(str(p.resolve()) for p in folder.iterdir())
     assert {r[1] for r in rows} == {"indexed"} and {r[2] for r in rows} == {1}  # every video encoded once
     assert len(clips) == count and len(set(clips)) == count
-    assert runs == [("running",), ("finished",)]  # the killed run stays marked as such
+    assert runs == [("interrupted",), ("finished",)]  # the rerun found the killed run's process gone
     verify = invoke(cli_env, "index", "verify")
     assert verify.exit_code == 0, verify.output
     assert f"ok: {count} clips, {count} vectors" in verify.output
