@@ -166,9 +166,10 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
     from sqlalchemy import insert
 
     from indexer import builder, store
-    from indexer.catalog import Clip, IndexVersion, Video, VideoStatus, utcnow
+    from indexer.catalog import Clip, Video, VideoStatus, utcnow
     from indexer.db import make_sessionmaker, open_catalog
     from indexer.settings import Settings
+    from indexer.sync import publish_version
 
     stamp_path = data_dir / "bench.json"
     stamp = {"count": count, "checkpoint": checkpoint_id, "centres": CENTRES, "spread": SPREAD, "builder": 2}
@@ -233,20 +234,10 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
     factory = store.choose_factory(count, centres.shape[1])
     index, defaults = builder.build_index(np.arange(1, count + 1, dtype=np.int64), centres.shape[1], factory, fetch)
     timings["build_s"] = time.perf_counter() - started  # train, add, calibrate: as `tvr index rebuild`
-    meta = store.publish(
-        settings.index_dir, index, checkpoint_id=checkpoint_id, factory=factory, search_defaults=defaults
+    sessions = make_sessionmaker(engine)
+    publish_version(
+        sessions, settings.index_dir, index, checkpoint_id=checkpoint_id, factory=factory, search_defaults=defaults
     )
-    with make_sessionmaker(engine).begin() as session:
-        session.add(
-            IndexVersion(
-                version=meta.version,
-                checkpoint_id=checkpoint_id,
-                factory=factory,
-                vector_count=meta.vector_count,
-                dim=meta.dim,
-                path=str(meta.path),
-            )
-        )
     engine.dispose()
     stamp_path.write_text(json.dumps({"stamp": stamp, "timings": timings}))
     return timings

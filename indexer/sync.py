@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -116,7 +117,8 @@ def sync_index(
             if index is None:
                 fetch = functools.partial(fetch_embeddings, session)
                 index, search_defaults = build_index(ids, dim, wanted, fetch, use_gpu=use_gpu)
-        meta = store.publish(
+        return publish_version(
+            sessions,
             index_dir,
             index,
             checkpoint_id=checkpoint,
@@ -124,18 +126,39 @@ def sync_index(
             auto_factory=auto,
             search_defaults=search_defaults,
         )
-        with session_scope(sessions) as session:
-            session.add(
-                IndexVersion(
-                    version=meta.version,
-                    checkpoint_id=checkpoint,
-                    factory=wanted,
-                    vector_count=meta.vector_count,
-                    dim=meta.dim,
-                    path=str(meta.path),
-                )
+
+
+def publish_version(
+    sessions: sessionmaker[Session],
+    index_dir: Path,
+    index: faiss.Index,
+    *,
+    checkpoint_id: str,
+    factory: str,
+    auto_factory: bool = True,
+    search_defaults: dict[str, int] | None = None,
+) -> IndexMeta:
+    """Publish ``index`` as the current version (``store.publish``) and record it in the catalog."""
+    meta = store.publish(
+        index_dir,
+        index,
+        checkpoint_id=checkpoint_id,
+        factory=factory,
+        auto_factory=auto_factory,
+        search_defaults=search_defaults,
+    )
+    with session_scope(sessions) as session:
+        session.add(
+            IndexVersion(
+                version=meta.version,
+                checkpoint_id=checkpoint_id,
+                factory=factory,
+                vector_count=meta.vector_count,
+                dim=meta.dim,
+                path=str(meta.path),
             )
-        return meta
+        )
+    return meta
 
 
 def _plan(
