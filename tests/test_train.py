@@ -105,3 +105,18 @@ def test_validation_keeps_the_best_checkpoint_and_eval_reports_json(synth_set, t
     assert set(report) == {"t2v", "v2t", "videos", "texts"}
     assert set(report["t2v"]) == {"R@1", "R@5", "R@10", "MdR", "MnR"}
     assert report["videos"] == report["texts"] == 24
+
+
+def test_from_scratch_models_start_order_aware_and_adapters_start_as_clip():
+    """A zero temporal table is a saddle when training from scratch (a clip and its reversal embed alike);
+    adapters on a pretrained backbone keep it zero, so they start as the backbone."""
+    from model.train.trainer import TrainConfig, _build_model
+
+    scratch = _build_model(TrainConfig(model="tiny", trainable=["all"], method={"temporal_embedding": True}))
+    assert scratch.temporal.abs().mean() > 0.01
+    frames = torch.randn(1, scratch.config.method.num_frames, 3, 64, 64)
+    with torch.no_grad():
+        forward, backward = scratch.encode_video(frames)[0], scratch.encode_video(frames.flip(1))[0]
+    assert not torch.allclose(forward, backward, atol=1e-4)
+    adapter = _build_model(TrainConfig(model="tiny", trainable=["lora"], method={"temporal_embedding": True}))
+    assert torch.count_nonzero(adapter.temporal) == 0

@@ -177,6 +177,12 @@ def _build_model(cfg: TrainConfig) -> DualAttentionCLIP:
     if cfg.trainable:
         model.config.method.trainable = list(cfg.trainable)
         model.set_trainable(model.config.method.trainable)
+    if not cfg.init and "all" in model.config.method.trainable and model.temporal is not None:
+        # From scratch, a zero table is a saddle: a clip and its reversal embed identically, so InfoNCE's
+        # gradient between them cancels and the model never learns order. Start it as CLIP starts its
+        # spatial positions. (Adapters on a pretrained backbone keep zero: the model starts as CLIP.)
+        with torch.no_grad():
+            model.temporal.normal_(0.0, model.temporal.shape[1] ** -0.5)
     return model
 
 
