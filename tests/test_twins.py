@@ -41,7 +41,7 @@ def test_every_valid_transform_moves_the_shape_as_its_caption_says():
                 step = centres[(k + 1) * span - 1] - centres[k * span]
                 assert np.dot(step, MOTIONS[event]) > 0.9 * np.linalg.norm(step), (scene.caption, transform, event)
                 checked += 1
-    assert checked > 500
+    assert checked > 300
 
 
 def test_reversal_and_caption_parsing():
@@ -51,7 +51,8 @@ def test_reversal_and_caption_parsing():
     assert caption_scene(back.caption) == back
     assert caption_scene("two people walk a dog") is None
     triangle = Scene("red", "triangle", "moves up", None, "small", "slowly", "black")
-    assert transformed_scene(triangle, (False, True, False, False)) is None  # transposed: apex points left
+    assert transformed_scene(triangle, (False, False, True)) is None  # upside down: not a triangle of the world
+    assert transformed_scene(triangle, (True, True, False)).motion == "moves down"  # reversed, mirrored
 
 
 def test_twins_double_the_batch_with_new_captions():
@@ -87,3 +88,19 @@ def test_loss_counts_equal_captions_as_matches():
     q = logits.softmax(0)
     v2t = -torch.log(torch.stack([q[0, 0] + q[3, 0], q[1, 1], q[2, 2], q[0, 3] + q[3, 3]])).mean()
     assert float(symmetric_infonce(video, text, scale, labels)) == pytest.approx(float(0.5 * (t2v + v2t)), rel=1e-5)
+
+
+def test_twin_separation_pushes_twins_apart_even_when_they_embed_alike():
+    from model.train.loss import twin_separation
+
+    video = torch.tensor([[1.0, 0.0], [1.0, 1e-4], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    text = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], requires_grad=True)
+    pairs = torch.tensor([[0, 1], [2, 3]])  # pair (0, 1) alike in both towers; pair (2, 3) already apart
+    loss = twin_separation(video, text, pairs, margin=1.0)
+    assert float(loss) == pytest.approx((1.0 - 1e-4) / 2 + 1.0 / 2, abs=1e-4)
+    loss.backward()
+    # near-identical twins still get a gradient of full size (a cosine penalty's would be ~1e-4)
+    assert video.grad[0].norm() == pytest.approx(0.5, rel=1e-2) and video.grad[1].norm() == pytest.approx(0.5, rel=1e-2)
+    assert torch.isfinite(text.grad).all()
+    assert video.grad[2].abs().sum() == 0 and video.grad[3].abs().sum() == 0  # beyond the margin: untouched
+    assert float(twin_separation(video, text, torch.zeros((0, 2), dtype=torch.long))) == 0.0

@@ -46,3 +46,23 @@ def symmetric_infonce(
     t2v = (logits.logsumexp(1) - matched.logsumexp(1)).mean()
     v2t = (logits.logsumexp(0) - matched.logsumexp(0)).mean()
     return 0.5 * (t2v + v2t)
+
+
+def twin_separation(video: torch.Tensor, text: torch.Tensor, pairs: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """Mean of max(0, margin - |a - b|) over the (row, twin row) ``pairs`` (P, 2) of unit embeddings, per tower,
+    summed (margin 1.0 is cosine 0.5).
+
+    InfoNCE alone has a saddle at twins that embed alike: a clip and its reversal cannot be told apart,
+    so the captions that differ only in direction get no gradient to differ, and so neither do the clips.
+    This term pushes each tower's twins apart on its own, with a gradient of constant size however close
+    they are (a penalty on the cosine would vanish there too), until the contrastive loss takes over.
+    Local to the process (no gathering).
+    """
+    if len(pairs) == 0:
+        return video.sum() * 0.0
+    total = video.new_zeros((), dtype=torch.float32)
+    for x in (video, text):
+        x = F.normalize(x.float(), dim=-1)
+        gap = (x[pairs[:, 0]] - x[pairs[:, 1]]).pow(2).sum(-1).add(1e-12).sqrt()
+        total = total + (margin - gap).clamp(min=0).mean()
+    return total

@@ -36,7 +36,7 @@ from model.text_tower import tokenize
 from .data import CachedFrames, ClipFrames, PairData, ShardedBatches
 from .datasets import RetrievalSet, load_pairs
 from .evaluate import evaluate
-from .loss import caption_labels, symmetric_infonce
+from .loss import caption_labels, symmetric_infonce, twin_separation
 from .twins import add_motion_twins
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,9 @@ class TrainConfig:
     workers: int = _opt(2, "DataLoader decoding processes per training process")
     cache_frames: bool = _opt(False, "decode every clip once and keep it in memory (small datasets)")
     motion_twins: bool = _opt(False, "pair every clip in its batch with a reversed/mirrored twin (tvr synth data)")
+    twin_separation: float = _opt(0.0, "weight of a hinge keeping twins apart in each tower (loss.twin_separation)")
+    twin_margin: float = _opt(1.0, "distance of unit embeddings below which twins are pushed apart (1: cosine 0.5)")
+    temporal_init: float = _opt(0.1, "std of the temporal table of a model trained from scratch ('all')")
     eval_every: int = _opt(0, "steps between validations (0: once per epoch)")
     save_every: int = _opt(0, "steps between numbered checkpoints (0: only last and best)")
     stop_at_step: int | None = _opt(None, "stop (saving 'last') at this step without ending the schedule")
@@ -179,10 +182,10 @@ def _build_model(cfg: TrainConfig) -> DualAttentionCLIP:
         model.set_trainable(model.config.method.trainable)
     if not cfg.init and "all" in model.config.method.trainable and model.temporal is not None:
         # From scratch, a zero table is a saddle: a clip and its reversal embed identically, so InfoNCE's
-        # gradient between them cancels and the model never learns order. Start it as CLIP starts its
-        # spatial positions. (Adapters on a pretrained backbone keep zero: the model starts as CLIP.)
+        # gradient between them cancels and the model never learns order. (Adapters on a pretrained backbone
+        # keep zero: the model starts as the backbone.)
         with torch.no_grad():
-            model.temporal.normal_(0.0, model.temporal.shape[1] ** -0.5)
+            model.temporal.normal_(0.0, cfg.temporal_init)
     return model
 
 
@@ -298,15 +301,20 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
         for frames_batch, captions in loader:
             if state.batch_in_epoch >= steps_per_epoch * cfg.grad_accum:
                 break
+            twins = None
             if cfg.motion_twins:  # seeded by position, so --resume draws the same twins
                 twin_rng = np.random.default_rng([cfg.seed, state.epoch, state.batch_in_epoch, rank])
                 frames_batch, captions = add_motion_twins(frames_batch, captions, twin_rng)
+                half = len(captions) // 2
+                twins = torch.tensor([(i, i + half) for i in range(half) if captions[i] != captions[i + half]])
             ids = tokenize(captions, method.max_words).to(device)
             last_micro = (state.batch_in_epoch + 1) % cfg.grad_accum == 0
             sync = ddp.no_sync() if (ddp is not None and not last_micro) else contextlib.nullcontext()
             with sync, autocast:
                 video, text = forward(frames_batch.to(device, non_blocking=True), ids)
                 loss = symmetric_infonce(video, text, model.logit_scale, caption_labels(captions))
+                if twins is not None and cfg.twin_separation > 0:  # local: / world undoes the x world below
+                    loss = loss + cfg.twin_separation * twin_separation(video, text, twins, cfg.twin_margin) / world
             # Each rank back-propagates only into its own rows; x world undoes DDP's averaging of gradients.
             (loss * world / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum

@@ -1,14 +1,15 @@
 """Motion twins: hard negatives for synthetic clips that differ from their original only in motion.
 
-A synthetic clip (``tvr synth``) played backwards, mirrored or transposed is again a valid clip of the
-synthetic world, and its caption follows from the original's: backwards, "moves to the left, then moves
-up" shows "moves down, then moves to the right"; mirrored left to right it shows "moves to the right,
-then moves up". Training with a clip and its twin in the same batch makes the contrastive loss reward
-reading direction and order, which random batches of distinct scenes seldom do (issue 3).
+A synthetic clip (``tvr synth``) played backwards or mirrored is again a valid clip of the synthetic
+world, and its caption follows from the original's: backwards, "moves to the left, then moves up" shows
+"moves down, then moves to the right"; mirrored left to right it shows "moves to the right, then moves
+up". A twin differs from its clip in direction or order only, never in the axis of motion, which random
+batches already teach. Training with a clip and its twin in the same batch (and ``loss.twin_separation``)
+makes the model read direction and order (issue 3).
 
-A transform is a tuple ``(reverse, transpose, hflip, vflip)`` applied to a clip's frames ``(T, C, H, W)``:
-time reversal, then swapping x and y, then flipping x, then flipping y. A triangle (apex up) only keeps
-its shape under reversal and the left-right mirror.
+A transform is a tuple ``(reverse, hflip, vflip)`` applied to a clip's frames ``(T, C, H, W)``: time
+reversal, then flipping x, then flipping y. A triangle (apex up) only keeps its shape under reversal and
+the left-right mirror.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import torch
 
 from .synth import MOTIONS, Scene, scene_space
 
-Transform = tuple[bool, bool, bool, bool]  # reverse, transpose, hflip, vflip
-IDENTITY: Transform = (False, False, False, False)
+Transform = tuple[bool, bool, bool]  # reverse, hflip, vflip
+IDENTITY: Transform = (False, False, False)
 _PHRASE = {vector: phrase for phrase, vector in MOTIONS.items()}
-_SYMMETRIC = {"circle", "square"}  # unchanged by every flip and transpose; a triangle only by hflip
+_SYMMETRIC = {"circle", "square"}  # unchanged by both flips; a triangle only by hflip
 
 
 @cache
@@ -39,17 +40,15 @@ def caption_scene(caption: str) -> Scene | None:
 
 
 def _move(phrase: str, transform: Transform) -> str:
-    _, transpose, hflip, vflip = transform
+    _, hflip, vflip = transform
     dx, dy = MOTIONS[phrase]
-    if transpose:
-        dx, dy = dy, dx
     return _PHRASE[(-dx if hflip else dx, -dy if vflip else dy)]
 
 
 def transformed_scene(scene: Scene, transform: Transform) -> Scene | None:
     """What a clip of ``scene`` shows after ``transform``; None when the shape would not stay valid."""
-    reverse, transpose, _, vflip = transform
-    if scene.shape not in _SYMMETRIC and (transpose or vflip):
+    reverse, _, vflip = transform
+    if scene.shape not in _SYMMETRIC and vflip:
         return None
     events = [_move(e, transform) for e in scene.events]
     if reverse:
@@ -59,16 +58,14 @@ def transformed_scene(scene: Scene, transform: Transform) -> Scene | None:
 
 def reversed_scene(scene: Scene) -> Scene:
     """The scene a clip of ``scene`` shows when played backwards."""
-    return transformed_scene(scene, (True, False, False, False))  # type: ignore[return-value]
+    return transformed_scene(scene, (True, False, False))  # type: ignore[return-value]
 
 
 def transform_frames(frames: torch.Tensor, transform: Transform) -> torch.Tensor:
-    """Apply ``transform`` to frames ``(..., T, C, H, W)`` (H == W when transposing)."""
-    reverse, transpose, hflip, vflip = transform
+    """Apply ``transform`` to frames ``(..., T, C, H, W)``."""
+    reverse, hflip, vflip = transform
     if reverse:
         frames = frames.flip(-4)
-    if transpose:
-        frames = frames.transpose(-1, -2)
     if hflip:
         frames = frames.flip(-1)
     if vflip:
@@ -76,7 +73,7 @@ def transform_frames(frames: torch.Tensor, transform: Transform) -> torch.Tensor
     return frames.contiguous()
 
 
-ALL_TRANSFORMS: list[Transform] = [t for t in itertools.product((False, True), repeat=4) if t != IDENTITY]
+ALL_TRANSFORMS: list[Transform] = [t for t in itertools.product((False, True), repeat=3) if t != IDENTITY]
 
 
 def add_motion_twins(
