@@ -128,31 +128,15 @@ def sync_index(
         )
 
 
-def publish_version(
-    sessions: sessionmaker[Session],
-    index_dir: Path,
-    index: faiss.Index,
-    *,
-    checkpoint_id: str,
-    factory: str,
-    auto_factory: bool = True,
-    search_defaults: dict[str, int] | None = None,
-) -> IndexMeta:
-    """Publish ``index`` as the current version (``store.publish``) and record it in the catalog."""
-    meta = store.publish(
-        index_dir,
-        index,
-        checkpoint_id=checkpoint_id,
-        factory=factory,
-        auto_factory=auto_factory,
-        search_defaults=search_defaults,
-    )
+def publish_version(sessions: sessionmaker[Session], index_dir: Path, index: faiss.Index, **options: Any) -> IndexMeta:
+    """``store.publish(index_dir, index, **options)``, then the published version recorded in the catalog."""
+    meta = store.publish(index_dir, index, **options)
     with session_scope(sessions) as session:
         session.add(
             IndexVersion(
                 version=meta.version,
-                checkpoint_id=checkpoint_id,
-                factory=factory,
+                checkpoint_id=meta.checkpoint_id,
+                factory=meta.factory,
                 vector_count=meta.vector_count,
                 dim=meta.dim,
                 path=str(meta.path),
