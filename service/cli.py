@@ -40,6 +40,16 @@ def _quiet_openmp() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "200000")  # ~0.1 ms of spinning (libgomp, torch's OpenMP)
 
 
+def _logged_settings(**values: object) -> Any:
+    """Settings from ``values`` (a bad one is a user error), with the logs configured as they say."""
+    from . import logs
+
+    with _user_errors():
+        settings = _settings(**values)
+    logs.configure(settings.log_format, logging.getLogger().getEffectiveLevel())
+    return settings
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("demo")(demo)
@@ -86,19 +96,15 @@ def serve(
 ) -> None:
     """Serve the search API and web page over a data directory (uvicorn)."""
     _quiet_openmp()
-    from . import logs
-
-    with _user_errors():
-        settings = _settings(
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            database_url=database_url,
-            checkpoint=checkpoint,
-            device=device,
-            log_format=log_format,
-        )
-    logs.configure(settings.log_format, logging.getLogger().getEffectiveLevel())
+    settings = _logged_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        checkpoint=checkpoint,
+        device=device,
+        log_format=log_format,
+    )
     from .server import serve as run_server  # torch, FAISS: after the logs are set up
 
     status = run_server(settings, on_listening=lambda url: typer.echo(f"tvr: serving on {url}", err=True))
@@ -127,19 +133,15 @@ def demo(
     _quiet_openmp()
     from indexer.settings import default_data_dir
 
-    from . import logs
-
-    with _user_errors():
-        settings = _settings(
-            host=host,
-            port=port,
-            data_dir=data_dir or default_data_dir() / "demo",
-            checkpoint=checkpoint,
-            device=device,
-            database_url="",  # the demo keeps its own SQLite catalog, whatever TVR_DATABASE_URL says
-            log_format=log_format,
-        )
-    logs.configure(settings.log_format, logging.getLogger().getEffectiveLevel())
+    settings = _logged_settings(
+        host=host,
+        port=port,
+        data_dir=data_dir or default_data_dir() / "demo",
+        checkpoint=checkpoint,
+        device=device,
+        database_url="",  # the demo keeps its own SQLite catalog, whatever TVR_DATABASE_URL says
+        log_format=log_format,
+    )
     from .demo import build_demo  # torch, FAISS: after the logs are set up
     from .resources import load_encoder_from_settings
     from .server import serve as run_server
