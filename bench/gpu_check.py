@@ -46,7 +46,6 @@ from bench.encoder import (  # noqa: E402
 from model import Encoder, add_config, get_config, load_encoder, preprocess_frames, tokenize  # noqa: E402
 from model.encoder import DualAttentionCLIP  # noqa: E402
 from model.text_inference import compact_text_tower  # noqa: E402
-from model.train.loss import caption_labels, symmetric_infonce, twin_separation  # noqa: E402
 from model.train.synth import FPS, draw_scenes, render_scene  # noqa: E402
 from model.train.trainer import (  # noqa: E402
     TrainConfig,
@@ -55,6 +54,8 @@ from model.train.trainer import (  # noqa: E402
     _schedule,
     build_parser,
     config_from_args,
+    optimizer_step,
+    pair_loss,
 )
 from model.train.twins import add_motion_twins  # noqa: E402
 from model.video import sample_times  # noqa: E402
@@ -208,15 +209,9 @@ def train_step(
     ids = tokenize(captions, model.config.method.max_words).to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         video, text = model(frames, ids)
-        loss = symmetric_infonce(video, text, model.logit_scale, caption_labels(captions))
-        if twins is not None and cfg.twin_separation > 0:
-            loss = loss + cfg.twin_separation * twin_separation(video, text, twins, cfg.twin_margin)
+        loss = pair_loss(video, text, model.logit_scale, captions, twins, cfg)
     loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
     return loss.item()
 
 

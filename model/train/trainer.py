@@ -213,6 +213,37 @@ def _schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def pair_loss(
+    video: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    captions: list[str],
+    twins: torch.Tensor | None,
+    cfg: TrainConfig,
+    world: int = 1,
+) -> torch.Tensor:
+    """The training loss of one micro-batch: symmetric InfoNCE (equal captions count as matches), plus the
+    separation of motion twins when the batch has them."""
+    loss = symmetric_infonce(video, text, logit_scale, caption_labels(captions))
+    if twins is not None and cfg.twin_separation > 0:  # local: / world undoes the x world of the backward pass
+        loss = loss + cfg.twin_separation * twin_separation(video, text, twins, cfg.twin_margin) / world
+    return loss
+
+
+def optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    grad_clip: float,
+) -> None:
+    """Clip the trainable parameters' gradient norm (when ``grad_clip`` > 0), step, schedule, clear."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _save(path: Path, model: DualAttentionCLIP, extra: dict[str, Any] | None) -> None:
     """Write a checkpoint folder atomically: a temp folder renamed over the old one."""
     tmp = path.with_name(path.name + ".tmp")
@@ -312,9 +343,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
             sync = ddp.no_sync() if (ddp is not None and not last_micro) else contextlib.nullcontext()
             with sync, autocast:
                 video, text = forward(frames_batch.to(device, non_blocking=True), ids)
-                loss = symmetric_infonce(video, text, model.logit_scale, caption_labels(captions))
-                if twins is not None and cfg.twin_separation > 0:  # local: / world undoes the x world below
-                    loss = loss + cfg.twin_separation * twin_separation(video, text, twins, cfg.twin_margin) / world
+                loss = pair_loss(video, text, model.logit_scale, captions, twins, cfg, world)
             # Each rank back-propagates only into its own rows; x world undoes DDP's averaging of gradients.
             (loss * world / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
@@ -322,11 +351,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
             state.batch_in_epoch += 1
             if not last_micro:
                 continue
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
             state.step += 1
             state.losses.append(loss_sum)
             rate = seen / (time.perf_counter() - tick)
