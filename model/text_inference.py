@@ -53,6 +53,10 @@ class _Block(nn.Module):
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
+class _Blocks(nn.Sequential):
+    """The residual blocks in order, as one module (so that they can be traced as one)."""
+
+
 class CompactTextTower(nn.Module):
     """Token ids (B, L) -> raw text embeddings (B, E), computed as ``text_tower.run_text_tower`` does."""
 
@@ -60,7 +64,7 @@ class CompactTextTower(nn.Module):
         super().__init__()
         self.token_embedding = copy.deepcopy(clip.token_embedding)
         self.register_buffer("positional_embedding", clip.positional_embedding.detach().clone())
-        self.blocks = nn.ModuleList(_Block(block) for block in clip.transformer.resblocks)
+        self.blocks: nn.Module = _Blocks(*(_Block(block) for block in clip.transformer.resblocks))
         self.ln_final = copy.deepcopy(clip.ln_final)
         projection = clip.text_projection
         if isinstance(projection, nn.Linear):
@@ -73,24 +77,44 @@ class CompactTextTower(nn.Module):
         length = int(eot.max()) + 1
         x = self.token_embedding(ids[:, :length])
         x = x + self.positional_embedding[:length].to(x.dtype)
-        for block in self.blocks:
-            x = block(x)
+        x = self.blocks(x)
         return self.projection(self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot]))
 
 
-def compact_text_tower(clip: CLIP, precision: TextPrecision, device: torch.device) -> nn.Module:
-    """An inference-only copy of ``clip``'s text tower (LoRA already folded in) at ``precision``."""
+def compact_text_tower(
+    clip: CLIP, precision: TextPrecision, device: torch.device, trace: bool = True
+) -> CompactTextTower:
+    """An inference-only copy of ``clip``'s text tower (LoRA already folded in) at ``precision``; on the CPU
+    its blocks run as a TorchScript trace unless ``trace`` is False."""
     if precision not in TEXT_PRECISIONS:
         raise ValueError(f"text precision must be one of {', '.join(TEXT_PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 text precision runs on the CPU only, not on {device}; use bfloat16 there")
     tower = CompactTextTower(clip).eval().to(device)
     if precision == "bfloat16":
-        return tower.to(torch.bfloat16)
+        tower = tower.to(torch.bfloat16)
     if precision == "int8":
-        if device.type != "cpu":
-            raise ValueError(f"int8 text precision runs on the CPU only, not on {device}; use bfloat16 there")
         with warnings.catch_warnings():  # torch.ao's eager quantisation warns that it is moving to torchao
             warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(
+            tower = torch.ao.quantization.quantize_dynamic(
                 tower, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True
             )
+    if trace and device.type == "cpu":
+        tower.blocks = trace_blocks(tower.blocks, tower.positional_embedding.shape[1], tower.ln_final.weight.dtype)
     return tower
+
+
+def trace_blocks(blocks: nn.Module, width: int, dtype: torch.dtype) -> nn.Module:
+    """``blocks`` as a TorchScript trace: a query is a few tokens, so Python's cost per operation is a large
+    share of its time on the CPU, and the trace takes about a quarter off (docs/BENCHMARKS.md). Batch size
+    and length stay free: the blocks read them from the input's shape, never from Python numbers. Falls
+    back to ``blocks`` itself where tracing fails (torch.jit is deprecated in favour of torch.compile, which
+    needs a C++ compiler at start-up)."""
+    example = torch.zeros(1, 8, width, dtype=dtype)
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            return torch.jit.trace(blocks, example, check_trace=False)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the eager module, which is correct
+        warnings.warn(f"text tower: tracing failed ({exc}); running it eagerly", RuntimeWarning, stacklevel=2)
+        return blocks

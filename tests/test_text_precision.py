@@ -53,6 +53,20 @@ def test_reduced_precision_queries_stay_close_and_keep_the_checkpoint_id(checkpo
         assert any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in fast._text_tower.modules())
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
+def test_traced_blocks_compute_what_the_eager_ones_do_at_any_batch_and_length(checkpoint, precision):
+    clip = load_encoder(checkpoint).model.clip
+    traced = compact_text_tower(clip, precision, torch.device("cpu"))
+    eager = compact_text_tower(clip, precision, torch.device("cpu"), trace=False)
+    assert isinstance(traced.blocks, torch.jit.ScriptModule) and not isinstance(eager.blocks, torch.jit.ScriptModule)
+    width = clip.positional_embedding.shape[1]
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+    for batch, length in [(1, 3), (3, 11), (2, 8), (5, 1)]:  # the trace was made at (1, 8)
+        x = torch.randn(batch, length, width).to(dtype)
+        with torch.inference_mode():
+            torch.testing.assert_close(traced.blocks(x), eager.blocks(x), atol=1e-5, rtol=1e-5)
+
+
 def test_unknown_precision_and_int8_off_cpu_are_refused(checkpoint):
     with pytest.raises(ValueError, match="text precision must be one of"):
         load_encoder(checkpoint, text_precision="int4")
