@@ -1,4 +1,8 @@
-"""Dependencies as named aliases: routes read like their signatures."""
+"""Dependencies as named aliases: routes read like their signatures.
+
+The ones that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency on its thread pool,
+a thread hop per dependency per request, which cost the search route a fifth of its throughput.
+"""
 
 from __future__ import annotations
 
@@ -16,21 +20,21 @@ from .resources import Resources
 from .settings import ServiceSettings
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings(resources: ResourcesDep) -> ServiceSettings:
+async def get_settings(resources: ResourcesDep) -> ServiceSettings:
     return resources.settings
 
 
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 
 
-def ready_index(resources: ResourcesDep) -> PublishedIndex:
+async def ready_index(resources: ResourcesDep) -> PublishedIndex:
     """The index to answer with; 503 (NotReady) until the encoder, catalog and index are loaded."""
     return resources.require_ready()
 
@@ -50,7 +54,7 @@ api_key_header = APIKeyHeader(
 )
 
 
-def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
+async def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
     """403 while TVR_API_KEY is unset (admin disabled); 401 for a missing or wrong key."""
     if settings.api_key is None:
         raise HTTPException(403, "admin routes are disabled: start the server with TVR_API_KEY set to enable them")

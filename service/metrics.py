@@ -53,7 +53,10 @@ class Metrics:
             registry=registry,
         )
         self.catalog_seconds = Histogram(
-            "tvr_catalog_seconds", "Catalog look-up time per query.", buckets=STAGE_BUCKETS, registry=registry
+            "tvr_catalog_seconds",
+            "Catalog look-up time per batch of queries.",
+            buckets=STAGE_BUCKETS,
+            registry=registry,
         )
         self.index_vectors = Gauge("tvr_index_vectors", "Vectors in the served index.", registry=registry)
         self.index_bytes = Gauge("tvr_index_size_bytes", "Size of the served index file.", registry=registry)

@@ -27,8 +27,9 @@ from indexer import store
 from indexer.errors import IndexerError
 from indexer.store import PublishedIndex
 
-from .batching import QueryEncoder
+from .batching import Query, QueryBatcher
 from .metrics import Metrics
+from .search import SearchOptions, SearchResult, search
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,9 @@ class Resources:
         self._encoder_factory = encoder_factory or load_encoder_from_settings
         self.encoder: Any = None
         self.metrics = Metrics()
-        self.queries = QueryEncoder(
+        self.queries: QueryBatcher[PublishedIndex, SearchOptions, SearchResult] = QueryBatcher(
             self._encode,
+            self._search,
             max_batch=settings.batch_size,
             wait_s=settings.batch_wait_ms / 1000,
             cache_size=settings.cache_size,
@@ -149,7 +151,9 @@ class Resources:
         """Encoder, then catalog, then index; a missing catalog or index leaves the service not ready."""
         started = time.perf_counter()
         self.stage = f"loading the encoder ({self.settings.checkpoint})"
-        self.encoder = await asyncio.to_thread(self._encoder_factory, self.settings)
+        # on the queries' thread, where it will run: one OpenMP pool for torch and FAISS (service/batching.py)
+        self.encoder = await self.queries.run(self._encoder_factory, self.settings)
+        await self.queries.run(self.encoder.encode_text, ["warm up"])  # first-call costs, off the first query
         log.info("encoder %s loaded (checkpoint %s)", self.settings.checkpoint, self.encoder.checkpoint_id)
         self.stage = "opening the catalog"
         try:
@@ -282,3 +286,6 @@ class Resources:
         if self.encoder is None:
             raise NotReady(self.stage)
         return self.encoder.encode_text(list(texts)).cpu().numpy()
+
+    def _search(self, queries: list[Query[PublishedIndex, SearchOptions]]) -> list[SearchResult]:
+        return search(queries, self.read_session, self.settings.result_window, self.metrics)

@@ -1,13 +1,14 @@
 """Search as plain functions: query vectors -> FAISS top candidates -> filters and pages -> catalog rows.
 
 Nothing here knows HTTP. Each query looks at its ``window`` nearest clips: ``total`` counts the results
-among them (after ``min_score`` and grouping), and pages are cut from that ranked list.
+among them (after ``min_score`` and grouping), and pages are cut from that ranked list. ``search`` answers
+a batch of queries (``service.batching``) with one FAISS call per index and depth and one catalog query.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from indexer.store import PublishedIndex
 
+from .batching import Query
 from .catalog_queries import ClipRow, clip_rows
 from .metrics import Metrics
 
@@ -49,7 +51,8 @@ class SearchResult:
 def nearest(
     index: PublishedIndex, vectors: np.ndarray, window: int, options: SearchOptions, metrics: Metrics | None = None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per query row: (scores, clip ids) of up to ``window`` nearest clips, best first, ``min_score`` applied."""
+    """Per query row: (scores, clip ids) of up to ``window`` nearest clips, best first, at the depth of
+    ``options`` (its ``min_score`` is applied by ``ranked``)."""
     count = min(window, int(index.index.ntotal))
     if count == 0:
         return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in range(len(vectors))]
@@ -57,54 +60,77 @@ def nearest(
     scores, ids = index.search(vectors, count, nprobe=options.nprobe, ef_search=options.ef_search)
     if metrics is not None:
         metrics.search_seconds.observe(time.perf_counter() - started)
-    ranked = []
-    for row_scores, row_ids in zip(scores, ids, strict=True):
-        keep = row_ids >= 0
-        if options.min_score is not None:
-            keep &= row_scores >= options.min_score
-        ranked.append((row_scores[keep], row_ids[keep]))
-    return ranked
+    return list(zip(scores, ids, strict=True))
 
 
-def page_of(
-    session: Session, scores: np.ndarray, ids: np.ndarray, options: SearchOptions, metrics: Metrics | None = None
-) -> SearchResult:
-    """Join one query's ranked candidates with the catalog and cut the requested page."""
-    started = time.perf_counter()
-    try:
-        if options.group_by == "video":
-            rows = clip_rows(session, ids.tolist())  # every candidate: its video decides whether it is kept
-            best: list[tuple[float, ClipRow]] = []
-            seen: set[int] = set()
-            for score, clip_id in zip(scores.tolist(), ids.tolist(), strict=True):
-                row = rows.get(clip_id)
-                if row is not None and row.video_id not in seen:
-                    seen.add(row.video_id)
-                    best.append((score, row))
-            page = best[options.offset : options.offset + options.k]
-            hits = [Hit(options.offset + i + 1, score, row) for i, (score, row) in enumerate(page)]
-            return SearchResult(total=len(best), hits=hits)
-        end = options.offset + options.k
-        page_ids, page_scores = ids[options.offset : end].tolist(), scores[options.offset : end].tolist()
-        rows = clip_rows(session, page_ids)
-        # a clip deleted since the index was published has no row: it is left out of the page
-        kept = [(score, rows[clip_id]) for score, clip_id in zip(page_scores, page_ids, strict=True) if clip_id in rows]
-        hits = [Hit(options.offset + i + 1, score, row) for i, (score, row) in enumerate(kept)]
-        return SearchResult(total=len(ids), hits=hits)
-    finally:
-        if metrics is not None:
-            metrics.catalog_seconds.observe(time.perf_counter() - started)
+def ranked(scores: np.ndarray, ids: np.ndarray, options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
+    """One query's candidates without the empty slots and those under ``min_score``."""
+    keep = ids >= 0
+    if options.min_score is not None:
+        keep &= scores >= options.min_score
+    return scores[keep], ids[keep]
+
+
+def ids_to_show(ids: np.ndarray, options: SearchOptions) -> list[int]:
+    """The clips whose catalog rows a page needs: all candidates when grouping (a clip's video decides
+    whether it is kept), else the page's own."""
+    if options.group_by == "video":
+        return ids.tolist()
+    return ids[options.offset : options.offset + options.k].tolist()
+
+
+def page_of(rows: dict[int, ClipRow], scores: np.ndarray, ids: np.ndarray, options: SearchOptions) -> SearchResult:
+    """One query's page, from its ranked candidates and the catalog rows of ``ids_to_show``."""
+    if options.group_by == "video":
+        best: list[tuple[float, ClipRow]] = []
+        seen: set[int] = set()
+        for score, clip_id in zip(scores.tolist(), ids.tolist(), strict=True):
+            row = rows.get(clip_id)
+            if row is not None and row.video_id not in seen:
+                seen.add(row.video_id)
+                best.append((score, row))
+        page = best[options.offset : options.offset + options.k]
+        hits = [Hit(options.offset + i + 1, score, row) for i, (score, row) in enumerate(page)]
+        return SearchResult(total=len(best), hits=hits)
+    end = options.offset + options.k
+    page_ids, page_scores = ids[options.offset : end].tolist(), scores[options.offset : end].tolist()
+    # a clip deleted since the index was published has no row: it is left out of the page
+    kept = [(score, rows[clip_id]) for score, clip_id in zip(page_scores, page_ids, strict=True) if clip_id in rows]
+    hits = [Hit(options.offset + i + 1, score, row) for i, (score, row) in enumerate(kept)]
+    return SearchResult(total=len(ids), hits=hits)
 
 
 def search(
-    index: PublishedIndex,
+    queries: Sequence[Query[PublishedIndex, SearchOptions]],
     sessions: SessionFactory,
-    vectors: np.ndarray,
-    options: SearchOptions,
     window: int,
     metrics: Metrics | None = None,
 ) -> list[SearchResult]:
-    """Results of each query row of ``vectors`` ([n, dim] float32, L2-normalised), in order."""
-    ranked = nearest(index, np.atleast_2d(vectors), window, options, metrics)
+    """Results of several queries at once, in order: one FAISS call per index and search depth among
+    them, then one catalog look-up for all their pages."""
+    candidates: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.float32), np.empty(0, np.int64))] * len(queries)
+    groups: dict[tuple[int, int | None, int | None], list[int]] = {}
+    for i, query in enumerate(queries):
+        key = (id(query.index), query.options.nprobe, query.options.ef_search)
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        first = queries[members[0]]
+        vectors = np.stack([queries[i].vector for i in members])
+        for i, (scores, ids) in zip(
+            members, nearest(first.index, vectors, window, first.options, metrics), strict=True
+        ):
+            candidates[i] = ranked(scores, ids, queries[i].options)
+    wanted = {
+        clip_id
+        for query, (_, ids) in zip(queries, candidates, strict=True)
+        for clip_id in ids_to_show(ids, query.options)
+    }
+    started = time.perf_counter()
     with sessions() as session:
-        return [page_of(session, scores, ids, options, metrics) for scores, ids in ranked]
+        rows = clip_rows(session, wanted)
+    results = [
+        page_of(rows, scores, ids, query.options) for query, (scores, ids) in zip(queries, candidates, strict=True)
+    ]
+    if metrics is not None:
+        metrics.catalog_seconds.observe(time.perf_counter() - started)
+    return results

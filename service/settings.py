@@ -26,8 +26,9 @@ class ServiceSettings(Settings):
     """Nearest clips fetched per query: ``total``, pagination and ``group_by`` work within them."""
     batch_size: int = Field(16, ge=1, le=256)
     """Most queries encoded together in one call of the text encoder."""
-    batch_wait_ms: float = Field(1.0, ge=0.0, le=1000.0)
-    """How long the first query of a batch waits for others to join it."""
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    """How long the first query of a batch waits for others to join it. None by default: while a batch is
+    being answered the next requests queue up anyway, and a lone query should not wait."""
     nprobe: int | None = Field(None, ge=1)
     """IVF lists a search visits unless the request says (default: what the published index recommends)."""
     ef_search: int | None = Field(None, ge=1)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from service.batching import QueryEncoder, cache_key
+from service.batching import Query, QueryBatcher, cache_key
 from service.logs import JsonFormatter, KeyValueFormatter
 from service.media import RangeNotSatisfiable, parse_range
 
@@ -37,65 +37,101 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-def test_concurrent_queries_are_encoded_together_in_bounded_batches() -> None:
-    fake = SlowEncoder()
+class EchoSearch:
+    """A search function that answers each query with (its embedding, its options, its index) and records
+    the batches and threads it was called with."""
 
-    async def scenario() -> list[np.ndarray]:
-        encoder = QueryEncoder(fake, max_batch=8, wait_s=0.005, cache_size=100)
-        await encoder.start()
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.threads: set[str] = set()
+
+    def __call__(self, queries: list[Query]) -> list[tuple[np.ndarray, object, object]]:
+        self.batches.append(len(queries))
+        self.threads.add(threading.current_thread().name)
+        return [(q.vector, q.options, q.index) for q in queries]
+
+
+async def started(encoder: SlowEncoder, search: EchoSearch, **options) -> QueryBatcher:  # type: ignore[no-untyped-def]
+    batcher = QueryBatcher(encoder, search, **options)
+    await batcher.start()
+    return batcher
+
+
+def test_concurrent_queries_are_answered_together_in_bounded_batches_on_one_thread() -> None:
+    fake, search = SlowEncoder(), EchoSearch()
+
+    async def scenario() -> list[list]:
+        batcher = await started(fake, search, max_batch=8, wait_s=0.005, cache_size=100)
         try:
-            return await asyncio.gather(*(encoder.encode([f"query number {i}"]) for i in range(30)))
+            return await asyncio.gather(*(batcher.search([f"query number {i}"], i % 3, "index") for i in range(30)))
         finally:
-            await encoder.close()
+            await batcher.close()
 
     results = run(scenario())
-    for i, rows in enumerate(results):  # each request got its own text's embedding
-        assert rows.shape == (1, 2) and rows[0, 0] == len(f"query number {i}")
+    for i, rows in enumerate(results):  # each request got its own text's embedding and its own options
+        ((vector, options, index),) = rows
+        assert vector[0] == len(f"query number {i}") and options == i % 3 and index == "index"
     sizes = [len(b) for b in fake.batches]
-    assert sum(sizes) == 30 and max(sizes) <= 8
+    assert sum(sizes) == 30 and max(sizes) <= 8 and search.batches == sizes
     assert len(fake.batches) <= 5, sizes  # 30 queued at once: full batches, not 30 calls
-    assert len(fake.threads) == 1  # one encoder thread: torch never runs two batches at once
+    # one thread for encoding and searching: torch and FAISS never run two batches at once
+    assert len(fake.threads | search.threads) == 1
 
 
-def test_cache_answers_repeats_without_encoding_and_dedups_in_flight_texts() -> None:
-    fake = SlowEncoder(seconds=0.01)
+def test_a_request_of_several_queries_gets_them_in_order() -> None:
+    fake, search = SlowEncoder(seconds=0.0), EchoSearch()
 
-    async def scenario() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        encoder = QueryEncoder(fake, max_batch=4, wait_s=0.0, cache_size=2)
-        await encoder.start()
+    async def scenario() -> list:
+        batcher = await started(fake, search, max_batch=2, cache_size=0)
         try:
-            first, twin = await asyncio.gather(encoder.encode(["a red circle"]), encoder.encode(["a red circle"]))
-            again = await encoder.encode(["  a   red circle "])  # the same text for the tokenizer
-            await encoder.encode(["b"])
-            await encoder.encode(["c"])  # capacity 2: "a red circle" is evicted
-            await encoder.encode(["a red circle"])
+            return await batcher.search(["a", "bb", "ccc", "dddd", "eeeee"], "options", "index")
+        finally:
+            await batcher.close()
+
+    assert [int(vector[0]) for vector, _, _ in run(scenario())] == [1, 2, 3, 4, 5]
+
+
+def test_cache_answers_repeats_without_encoding_and_encodes_a_batch_s_twins_once() -> None:
+    fake, search = SlowEncoder(seconds=0.01), EchoSearch()
+
+    async def scenario() -> tuple[list, list, list]:
+        batcher = await started(fake, search, max_batch=4, cache_size=2)
+        try:
+            first, twin = await asyncio.gather(
+                batcher.search(["a red circle"], 0, 0), batcher.search(["a red circle"], 0, 0)
+            )
+            again = await batcher.search(["  a   red circle "], 0, 0)  # the same text for the tokenizer
+            await batcher.search(["b"], 0, 0)
+            await batcher.search(["c"], 0, 0)  # capacity 2: "a red circle" is evicted
+            await batcher.search(["a red circle"], 0, 0)
             return first, twin, again
         finally:
-            await encoder.close()
+            await batcher.close()
 
     first, twin, again = run(scenario())
-    assert np.array_equal(first, twin) and np.array_equal(first, again)
+    assert np.array_equal(first[0][0], twin[0][0]) and np.array_equal(first[0][0], again[0][0])
     encoded = [t for batch in fake.batches for t in batch]
     assert encoded.count("a red circle") == 2  # once for the twins and the repeat, once after eviction
     assert cache_key(" a\tred  circle\n") == "a red circle"
 
 
 def test_a_failing_batch_fails_its_requests_only() -> None:
-    fake = SlowEncoder(seconds=0.02, fail_on="boom")
+    fake, search = SlowEncoder(seconds=0.02, fail_on="boom"), EchoSearch()
 
-    async def scenario() -> tuple[list[object], np.ndarray]:
-        encoder = QueryEncoder(fake, max_batch=8, wait_s=0.01, cache_size=10)
-        await encoder.start()
+    async def scenario() -> tuple[list[object], list]:
+        batcher = await started(fake, search, max_batch=8, wait_s=0.01, cache_size=10)
         try:
-            outcomes = await asyncio.gather(encoder.encode(["boom"]), encoder.encode(["fine"]), return_exceptions=True)
-            later = await encoder.encode(["later"])
+            outcomes = await asyncio.gather(
+                batcher.search(["boom"], 0, 0), batcher.search(["fine"], 0, 0), return_exceptions=True
+            )
+            later = await batcher.search(["later"], 0, 0)
             return outcomes, later
         finally:
-            await encoder.close()
+            await batcher.close()
 
     outcomes, later = run(scenario())
-    assert all(isinstance(o, ValueError) for o in outcomes)  # encoded in one batch, so both failed
-    assert later[0, 0] == len("later")  # the loop goes on
+    assert all(isinstance(o, ValueError) for o in outcomes)  # answered in one batch, so both failed
+    assert later[0][0][0] == len("later")  # the loop goes on
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
 
 from indexer.store import PublishedIndex
 
@@ -62,7 +61,7 @@ def to_response(query: str, took_ms: float, result: engine.SearchResult) -> Sear
 async def run_search(
     resources: Resources, index: PublishedIndex, queries: list[str], options: engine.SearchOptions
 ) -> tuple[list[engine.SearchResult], float]:
-    """Encode (batched with concurrent requests), then search and join the catalog on a worker thread."""
+    """Answered with concurrent requests' queries in one batch (service/batching.py); and the time it took."""
     started = time.perf_counter()
     settings = resources.settings
     options = replace(
@@ -70,16 +69,7 @@ async def run_search(
         nprobe=options.nprobe if options.nprobe is not None else settings.nprobe,
         ef_search=options.ef_search if options.ef_search is not None else settings.ef_search,
     )
-    vectors = await resources.queries.encode(queries)
-    results = await run_in_threadpool(
-        engine.search,
-        index,
-        resources.read_session,
-        vectors,
-        options,
-        resources.settings.result_window,
-        resources.metrics,
-    )
+    results = await resources.queries.search(queries, options, index)
     return results, (time.perf_counter() - started) * 1000
 
 
