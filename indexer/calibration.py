@@ -19,7 +19,9 @@ from .store import core_index, search_parameters
 
 log = logging.getLogger(__name__)
 
-TARGET_RECALL = 0.95
+# The service's goal is recall@10 >= 0.95 for text queries. Stored vectors are easier queries than texts,
+# which fall less centrally among the lists (1 to 3 points lower on the service benchmark): hence the margin.
+TARGET_RECALL = 0.97
 PROBE_QUERIES = 256
 K = 10
 MIN_NPROBE = 8

@@ -152,7 +152,8 @@ def test_factory_follows_collection_size_and_memory() -> None:
     assert store.choose_factory(store.FLAT_MAX_VECTORS - 1, 512) == "Flat"
     assert store.choose_factory(store.FLAT_MAX_VECTORS, 512) == "IVF1024,Flat"  # 4 sqrt(1e5) = 1265 -> 1024
     assert store.choose_factory(500_000, 512) == "IVF2048,Flat"  # 1 GB of floats
-    assert store.choose_factory(1_000_000, 512) == "IVF4096,SQ8"  # 2 GB of floats: 8-bit codes instead
+    assert store.choose_factory(1_000_000, 512) == "IVF4096,SQfp16"  # 2 GB of floats: 16-bit codes instead
+    assert store.choose_factory(8_000_000, 512) == "IVF8192,SQ8"  # 8 GB of 16-bit codes: 8-bit instead
     assert store.choose_factory(40_000_000, 512) == "IVF32768,PQ64"  # 20 GB of 8-bit codes: PQ instead
     with pytest.raises(IndexStoreError, match="'Bogus' is not a FAISS index_factory string"):
         store.new_index(16, "Bogus")
