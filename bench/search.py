@@ -161,6 +161,14 @@ def captions(seed: int = 0) -> list[str]:
     return texts
 
 
+def query_precision(env: dict[str, str]) -> str:
+    """The query precision a server started with ``env`` uses (what its settings make of TVR_TEXT_DTYPE)."""
+    from service.settings import ServiceSettings
+
+    fields = {"TVR_TEXT_DTYPE": "text_dtype", "TVR_DEVICE": "device"}
+    return ServiceSettings(**{field: env[name] for name, field in fields.items() if name in env}).query_precision
+
+
 @functools.cache
 def encoder_at(checkpoint: Path, precision: str):  # type: ignore[no-untyped-def]
     """The checkpoint's encoder with the query precision a server gets from TVR_TEXT_DTYPE."""
@@ -407,7 +415,7 @@ def measure(count: int, args: argparse.Namespace, checkpoint: Path, centres, tex
     rows = []
     for config in args.configs:
         env = parse_config(config)
-        dtype = env.get("TVR_TEXT_DTYPE", "float32")
+        dtype = query_precision(env)
         for precision in {dtype, "float32"} - set(exact_by_dtype):  # exhaustive search, same query embeddings:
             # one query per call, as the server encodes them at concurrency 1 (int8 scales activations per batch)
             queries = encode(encoder_at(checkpoint, precision), sequential, batch=1)
@@ -475,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
         "--configs",
         nargs="+",
         default=["default"],
-        help="server environments to compare: default, or KEY=VALUE[,KEY=VALUE] (e.g. TVR_TEXT_DTYPE=bfloat16)",
+        help="server environments to compare: default, or KEY=VALUE[,KEY=VALUE] (e.g. TVR_TEXT_DTYPE=float32)",
     )
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)

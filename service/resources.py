@@ -56,7 +56,7 @@ def load_encoder_from_settings(settings: ServiceSettings) -> Any:
 
         torch.set_num_threads(settings.threads)
         faiss.omp_set_num_threads(settings.threads)
-    return load_encoder(settings.checkpoint, device=settings.device, text_precision=settings.text_dtype)
+    return load_encoder(settings.checkpoint, device=settings.device, text_precision=settings.query_precision)
 
 
 @dataclass(frozen=True)

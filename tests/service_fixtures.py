@@ -42,7 +42,14 @@ class ServiceCorpus:
     def settings(self, **overrides: Any):  # type: ignore[no-untyped-def]
         from service.settings import ServiceSettings
 
-        values: dict[str, Any] = {"data_dir": self.data_dir, "checkpoint": self.checkpoint, "database_url": ""}
+        # float32 queries: the tests compare answers with exhaustive float32 search (the CPU default is int8,
+        # tested on its own in test_service_search.py)
+        values: dict[str, Any] = {
+            "data_dir": self.data_dir,
+            "checkpoint": self.checkpoint,
+            "database_url": "",
+            "text_dtype": "float32",
+        }
         return ServiceSettings(**{**values, **overrides})
 
     def copy(self, dest: Path) -> ServiceCorpus:

@@ -21,6 +21,22 @@ def search(client: httpx.Client, **params: object) -> dict:
     return response.json()
 
 
+def test_default_query_precision_is_int8_on_the_cpu_and_close_to_exact(service_corpus, exact, start_server) -> None:
+    settings = service_corpus.settings(text_dtype="auto")
+    assert settings.query_precision == "int8"
+    assert service_corpus.settings(text_dtype="auto", device="cuda").query_precision == "float32"
+    server = start_server(settings)
+    assert server.resources.encoder.text_precision == "int8"
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        body = search(http, q=QUERY, k=10)
+    scores = exact.scores(QUERY)
+    assert len(body["results"]) == 10
+    for hit in body["results"]:  # int8 queries: scores near the exact ones, whatever the order of near-ties
+        assert hit["score"] == pytest.approx(scores[hit["clip_id"]], abs=0.02)
+    best = max(scores.values())
+    assert body["results"][0]["score"] == pytest.approx(best, abs=0.02)
+
+
 def test_result_shape_and_order_match_exhaustive_search(client, exact, service_corpus) -> None:
     body = search(client, q=QUERY, k=10)
     assert set(body) == {"query", "took_ms", "total", "results"}
