@@ -42,6 +42,7 @@ from bench.encoder import (  # noqa: E402
     measure_video,
     seconds_per_call,
     synchronize,
+    video_functions,
 )
 from model import Encoder, add_config, get_config, load_encoder, preprocess_frames, tokenize  # noqa: E402
 from model.encoder import DualAttentionCLIP  # noqa: E402
@@ -502,6 +503,85 @@ def section_latency(check: Check) -> Outcome:
     return "PASS", summary, numbers
 
 
+def _profile(fn: Callable[[], object], device: torch.device, calls: int) -> dict[str, Any]:
+    """Per call of ``fn``: device kernels launched, device-busy ms, wall ms, and the top kernels by time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    for _ in range(3):
+        fn()
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        synchronize(device)
+    kind = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    events = [e for e in prof.events() if e.device_type == kind]
+    busy_us = sum(getattr(e, "self_device_time_total", 0) if cuda else e.self_cpu_time_total for e in events)
+    by_name: dict[str, float] = {}
+    for e in events:
+        by_name[e.name] = by_name.get(e.name, 0.0) + (e.device_time_total if cuda else e.self_cpu_time_total)
+    top = sorted(by_name.items(), key=lambda item: -item[1])[:6]
+    wall = statistics.median(seconds_per_call(fn, max(calls, 5), device))
+    return {
+        "kernels_per_call": len(events) / calls,
+        "busy_ms_per_call": busy_us / calls / 1000,
+        "wall_ms_per_call": 1000 * wall,
+        "top": [(name[:60], round(us / calls / 1000, 3)) for name, us in top],
+    }
+
+
+def _graph_replay(fn: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor, calls: int) -> dict[str, Any]:
+    """``fn(frames)`` captured as one CUDA graph: ms per replay and its agreement with the eager call."""
+    static = frames.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn(static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn(static)
+    graph.replay()
+    eager = fn(frames)
+    replay = statistics.median(seconds_per_call(graph.replay, calls, frames.device))
+    return {"graph_ms_per_call": 1000 * replay, "graph_min_cos": min_cos(out.float(), eager.float())}
+
+
+def section_video_profile(check: Check) -> Outcome:
+    """Why the encoder is slower than frame-by-frame CLIP on the device: kernels per call and device-busy
+    time against wall time (bf16 autocast, batch 8), and what one CUDA graph of the call takes."""
+    model = bench_model(check.model)
+    baseline = baseline_clip(model).to(check.device).eval()
+    encoder = Encoder(model, "bench", check.device)
+    batch = 2 if check.quick else 8
+    frames = torch.randn(batch, encoder.num_frames, 3, encoder.image_size, encoder.image_size, device=check.device)
+    ours, theirs = video_functions(encoder, baseline, frames, "bf16" if check.cuda else "fp32")
+    calls = 2 if check.quick else 5
+    numbers: dict[str, Any] = {"batch": batch, "tvr": _profile(ours, check.device, calls)}
+    numbers["clip"] = _profile(theirs, check.device, calls)
+    for name in ("tvr", "clip"):
+        print(f"{name}: {json.dumps(numbers[name])}", flush=True)
+    if check.cuda:
+        try:
+            numbers["tvr"].update(_graph_replay(encoder.encode_video, frames, 20))
+        except Exception as exc:  # what stops a capture (a host sync, a data-dependent shape) is the finding
+            numbers["tvr"]["graph_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+    t, c = numbers["tvr"], numbers["clip"]
+    summary = (
+        f"b{batch}: tvr {t['kernels_per_call']:.0f} kernels, busy {t['busy_ms_per_call']:.2f} of "
+        f"{t['wall_ms_per_call']:.2f} ms; CLIP {c['kernels_per_call']:.0f} kernels, busy "
+        f"{c['busy_ms_per_call']:.2f} of {c['wall_ms_per_call']:.2f} ms"
+    )
+    if "graph_ms_per_call" in t:
+        summary += f"; tvr as a CUDA graph {t['graph_ms_per_call']:.2f} ms (min cos {t['graph_min_cos']:.5f})"
+    elif "graph_error" in t:
+        summary += f"; graph capture failed: {t['graph_error'][:120]}"
+    return "PASS", summary, numbers
+
+
 SECTIONS: list[tuple[str, Callable[[Check], Outcome]]] = [
     ("a environment", section_environment),
     ("b reference", section_reference),
@@ -510,6 +590,7 @@ SECTIONS: list[tuple[str, Callable[[Check], Outcome]]] = [
     ("e training", section_training),
     ("f video throughput", section_throughput),
     ("g query latency", section_latency),
+    ("h video profile", section_video_profile),
 ]
 
 
