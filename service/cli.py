@@ -11,15 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
+from indexer.cli import DatabaseUrlOption, DataDirOption
+
 log = logging.getLogger(__name__)
 
 HostOption = Annotated[str, typer.Option(envvar="TVR_HOST", help="Interface to listen on (0.0.0.0: every one).")]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", envvar="TVR_DATA_DIR", help="Catalog, index versions and thumbnails.", show_default=False
-    ),
-]
 CheckpointOption = Annotated[
     str | None,
     typer.Option(
@@ -84,12 +80,7 @@ def serve(
     host: HostOption = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="TVR_PORT", min=0, max=65535, help="TCP port (0: any free one).")] = 8000,
     data_dir: DataDirOption = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            envvar="TVR_DATABASE_URL", help="Catalog URL (default: SQLite in the data directory).", show_default=False
-        ),
-    ] = None,
+    database_url: DatabaseUrlOption = None,
     checkpoint: CheckpointOption = None,
     device: DeviceOption = None,
     log_format: LogFormatOption = "json",
