@@ -108,18 +108,18 @@ def search(
 ) -> list[SearchResult]:
     """Results of several queries at once, in order: one FAISS call per index and search depth among
     them, then one catalog look-up for all their pages."""
-    candidates: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.float32), np.empty(0, np.int64))] * len(queries)
     groups: dict[tuple[int, int | None, int | None], list[int]] = {}
     for i, query in enumerate(queries):
-        key = (id(query.index), query.options.nprobe, query.options.ef_search)
-        groups.setdefault(key, []).append(i)
+        groups.setdefault((id(query.index), query.options.nprobe, query.options.ef_search), []).append(i)
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for members in groups.values():
         first = queries[members[0]]
         vectors = np.stack([queries[i].vector for i in members])
         for i, (scores, ids) in zip(
             members, nearest(first.index, vectors, window, first.options, metrics), strict=True
         ):
-            candidates[i] = ranked(scores, ids, queries[i].options)
+            found[i] = ranked(scores, ids, queries[i].options)
+    candidates = [found[i] for i in range(len(queries))]
     wanted = {
         clip_id
         for query, (_, ids) in zip(queries, candidates, strict=True)
