@@ -7,7 +7,7 @@ The data stand in for clip embeddings: a Gaussian mixture of ``--clusters`` clus
 queries are drawn the same way, held out. Ground truth is exact inner-product search (``Flat``). Each
 factory is built in a child process by the indexer's own code (``indexer.store``: IDMap2, inner product,
 IVF trained on ``TRAIN_POINTS_PER_LIST`` vectors per list) so its peak memory is its own. ``auto`` is what
-``tvr`` chooses for this many vectors (``store.choose_factory``). Prints a Markdown table.
+``tvr`` chooses for this many vectors (``vector_index.choose_factory``). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -109,14 +109,14 @@ def use_vectors(folder: Path, source: Path, queries: int) -> None:
 
 def run_one(folder: Path, factory: str, k: int) -> dict:
     """Build ``factory`` over base.npy, as the indexer does, then measure it (in this child process)."""
-    from indexer import builder, store
+    from indexer import builder, store, vector_index
 
     base = np.load(folder / "base.npy", mmap_mode="r")
     queries = np.load(folder / "queries.npy")
     truth = np.load(folder / "truth.npy")
     n, dim = base.shape
     if factory == "auto":
-        factory = store.choose_factory(n, dim)
+        factory = vector_index.choose_factory(n, dim)
 
     def fetch(ids: np.ndarray):  # type: ignore[no-untyped-def]  # the base rows of sorted ids, in chunks
         for begin in range(0, len(ids), 65_536):

@@ -7,7 +7,7 @@ For each collection size the script
 1. saves a ViT-B-32 encoder with random weights as a full checkpoint (the real text tower's cost);
 2. generates that many clip vectors and catalog rows (SQLite, the indexer's schema; 10 clips a video,
    embeddings not stored) and builds and publishes the index exactly as the indexer does
-   (``store.choose_factory``, ``builder.build_index``: training, adding, calibrating the search depth);
+   (``vector_index.choose_factory``, ``builder.build_index``: training, adding, calibrating the search depth);
 3. starts ``tvr serve`` in its own process (query-embedding cache off, so every query is encoded);
 4. runs the load generator (``bench/search.py load``) in a third process: distinct queries one at a time
    (p50/p99 latency, client-side, over HTTP), then 16 at a time (throughput);
@@ -207,7 +207,7 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
     """Catalog rows and a published index of ``count`` generated clips; reused when already built."""
     from sqlalchemy import insert
 
-    from indexer import builder, store
+    from indexer import builder, vector_index
     from indexer.catalog import Clip, Video, VideoStatus, utcnow
     from indexer.db import make_sessionmaker, open_catalog
     from indexer.settings import Settings
@@ -273,7 +273,7 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
                 yield chosen, vectors[chosen - first]
 
     started = time.perf_counter()
-    factory = store.choose_factory(count, centres.shape[1])
+    factory = vector_index.choose_factory(count, centres.shape[1])
     index, defaults = builder.build_index(np.arange(1, count + 1, dtype=np.int64), centres.shape[1], factory, fetch)
     timings["build_s"] = time.perf_counter() - started  # train, add, calibrate: as `tvr index rebuild`
     sessions = make_sessionmaker(engine)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import faiss
 import numpy as np
 
-from . import store
+from . import vector_index
 from .calibration import PROBE_QUERIES, RecallProbe, calibrate
 from .errors import IndexerError
 
@@ -27,16 +27,16 @@ def build_index(
     """A new ``factory`` index of the vectors of ``ids`` (trained on a random sample where it needs
     training) and its default search parameters: for approximate indexes the smallest depth that reaches
     the target recall on a sample of the collection (calibration.py); None for exact ones."""
-    index = store.new_index(dim, factory)
+    index = vector_index.new_index(dim, factory)
     rng = np.random.default_rng(0)
     if not index.is_trained:
-        size = store.training_sample_size(index, len(ids))
+        size = vector_index.training_sample_size(index, len(ids))
         if size == 0:
             raise IndexerError(f"factory {factory!r} needs training data, but the catalog has no clips")
         sample_ids = np.sort(rng.choice(ids, size=size, replace=False))
-        store.train_index(index, np.concatenate([v for _, v in fetch(sample_ids)]), use_gpu=use_gpu)
+        vector_index.train_index(index, np.concatenate([v for _, v in fetch(sample_ids)]), use_gpu=use_gpu)
     probe = None
-    if store.is_approximate(index) and len(ids):
+    if vector_index.is_approximate(index) and len(ids):
         query_ids = np.sort(rng.choice(ids, size=min(PROBE_QUERIES, len(ids)), replace=False))
         probe = RecallProbe(query_ids, np.concatenate([v for _, v in fetch(query_ids)]))
 
@@ -46,6 +46,6 @@ def build_index(
                 probe.update(*batch)  # exact neighbours of the sample queries, on the way
             yield batch
 
-    added = store.add_vectors(index, batches())
+    added = vector_index.add_vectors(index, batches())
     log.info("built %s index of %d vectors", factory, added)
     return index, (calibrate(index, probe) or None) if probe is not None else None

@@ -15,7 +15,7 @@ import logging
 import faiss
 import numpy as np
 
-from .store import core_index, search_parameters
+from .vector_index import core_index, search_parameters
 
 log = logging.getLogger(__name__)
 

@@ -6,13 +6,13 @@ refuses a PostgreSQL catalog that is not at the newest revision (``tvr db upgrad
 
 from __future__ import annotations
 
-import fcntl
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from filelock import FileLock
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -124,12 +124,8 @@ def _sqlite_migration_lock(url: str) -> Iterator[None]:
         yield
         return
     lock_path = Path(parsed.database).expanduser().with_name(Path(parsed.database).name + ".migrate.lock")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(lock_path):
+        yield
 
 
 def _check_or_upgrade(engine: Engine, url: str, auto_upgrade: bool) -> None:
@@ -176,7 +172,3 @@ def read_snapshot(factory: sessionmaker[Session]) -> Iterator[Session]:
             yield session
         finally:
             session.rollback()
-
-
-def table_names(engine: Engine) -> list[str]:
-    return sorted(inspect(engine).get_table_names())

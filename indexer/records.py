@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -233,8 +233,3 @@ def delete_videos(sessions: sessionmaker[Session], thumbnails_dir: Path, refs: S
     for video in videos:
         shutil.rmtree(thumbnails_dir / str(video.id), ignore_errors=True)
     return videos
-
-
-def count_by_status(session: Session) -> dict[str, int]:
-    rows = session.execute(select(Video.status, func.count()).group_by(Video.status)).all()
-    return {status.value: count for status, count in rows}

@@ -16,13 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +29,10 @@ from typing import Any
 
 import faiss
 import numpy as np
+from filelock import FileLock
 
 from .errors import IndexStoreError
+from .vector_index import default_search_params, index_ids, search
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,6 @@ CURRENT_FILE = "CURRENT"
 LOCK_FILE = ".lock"
 VERSION_RE = re.compile(r"^v(\d{6,})$")
 
-FLAT_MAX_VECTORS = 100_000  # exact search below this many vectors (a few ms per query at dim 512)
-IVF_FLAT_MAX_BYTES = 1 << 30  # raw vectors beyond this -> IVF with 16-bit float codes (half the bytes)
-IVF_FP16_MAX_BYTES = 4 << 30  # 16-bit codes beyond this -> IVF with 8-bit scalar codes (a quarter)
-IVF_SQ8_MAX_BYTES = 16 << 30  # 8-bit codes beyond this -> IVF with PQ codes
-TRAIN_POINTS_PER_LIST = 50  # IVF training sample: this many vectors per list (faiss warns below 39)
 KEEP_VERSIONS = 3
 
 
@@ -70,135 +66,6 @@ class IndexMeta:
         return data
 
 
-# --- choosing and building -------------------------------------------------------------------------------
-
-
-def choose_factory(num_vectors: int, dim: int) -> str:
-    """The index type for a collection: exact ``Flat`` while small, then IVF with ~4 sqrt(n) lists holding
-    full vectors up to ``IVF_FLAT_MAX_BYTES``, 16-bit float codes (SQfp16: half the memory, scores as good
-    as exact, as fast) up to ``IVF_FP16_MAX_BYTES``, 8-bit scalar codes (SQ8: a quarter of the memory; its
-    rounding swaps near-ties, which capped recall@10 near 0.956 on the service benchmark) up to
-    ``IVF_SQ8_MAX_BYTES``, PQ codes of dim/8 bytes past that (docs/BENCHMARKS.md). The search depth is
-    calibrated on the data when the index is built (calibration.py); ``bench/index_build.py --base``
-    measures your own embeddings."""
-    if num_vectors < FLAT_MAX_VECTORS:
-        return "Flat"
-    nlist = 1 << max(4, round(math.log2(4 * math.sqrt(num_vectors))))
-    if num_vectors * dim * 4 <= IVF_FLAT_MAX_BYTES:
-        return f"IVF{nlist},Flat"
-    if num_vectors * dim * 2 <= IVF_FP16_MAX_BYTES:
-        return f"IVF{nlist},SQfp16"
-    if num_vectors * dim <= IVF_SQ8_MAX_BYTES:
-        return f"IVF{nlist},SQ8"
-    m = next(m for m in (dim // 8, dim // 4, dim // 2, dim) if m > 0 and dim % m == 0)
-    return f"IVF{nlist},PQ{m}"
-
-
-def default_search_params(index: faiss.Index) -> dict[str, int]:
-    """Per-call defaults (recorded with each version; the service may pass others): IVF probes 1/32 of its
-    lists (at least 16), HNSW explores 256 candidates. Measured in docs/BENCHMARKS.md."""
-    inner = core_index(index)
-    if isinstance(inner, faiss.IndexIVF):
-        return {"nprobe": int(min(inner.nlist, max(16, inner.nlist // 32)))}
-    if isinstance(inner, faiss.IndexHNSW):
-        return {"efSearch": 256}
-    return {}
-
-
-def new_index(dim: int, factory: str) -> faiss.Index:
-    """An empty ``IndexIDMap2`` around ``factory`` (inner product)."""
-    try:
-        inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise IndexStoreError(
-            f"--factory {factory!r} is not a FAISS index_factory string for dim {dim}: {exc}"
-        ) from exc
-    return faiss.IndexIDMap2(inner)
-
-
-def train_index(index: faiss.Index, sample: np.ndarray, use_gpu: bool = False) -> None:
-    """Train (IVF centroids, PQ codebooks) on ``sample``; on a GPU when asked for and faiss has one."""
-    if index.is_trained:
-        return
-    inner = core_index(index)
-    gpus = faiss.get_num_gpus() if use_gpu and hasattr(faiss, "index_cpu_to_all_gpus") else 0
-    if gpus > 0 and isinstance(inner, faiss.IndexIVF):
-        inner.clustering_index = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(index.d))
-    started = time.perf_counter()
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    log.info("trained %s on %d vectors in %.1f s", type(inner).__name__, len(sample), time.perf_counter() - started)
-
-
-def training_sample_size(index: faiss.Index, num_vectors: int) -> int:
-    inner = core_index(index)
-    if isinstance(inner, faiss.IndexIVF):
-        return min(num_vectors, max(TRAIN_POINTS_PER_LIST * inner.nlist, 10_000))
-    return min(num_vectors, 100_000)
-
-
-def add_vectors(index: faiss.Index, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> int:
-    """Add (ids int64 [n], vectors float32 [n, d]) batches; returns how many were added."""
-    added = 0
-    for ids, vectors in batches:
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(ids, np.int64))
-            added += len(ids)
-    return added
-
-
-def index_ids(index: faiss.Index) -> np.ndarray:
-    """The ids an ``IndexIDMap``/``IDMap2`` holds (int64, in insertion order)."""
-    return faiss.vector_to_array(faiss.downcast_index(index).id_map).astype(np.int64, copy=False)
-
-
-def is_approximate(index: faiss.Index) -> bool:
-    """True for indexes whose results depend on a search depth (IVF, HNSW)."""
-    return isinstance(core_index(index), faiss.IndexIVF | faiss.IndexHNSW)
-
-
-def supports_remove(index: faiss.Index) -> bool:
-    return not isinstance(core_index(index), faiss.IndexHNSW)
-
-
-def core_index(index: faiss.Index) -> faiss.Index:
-    """The index under the IDMap and any pre-transform (OPQ, PCA)."""
-    index = faiss.downcast_index(index)
-    if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
-        index = faiss.downcast_index(index.index)
-    if isinstance(index, faiss.IndexPreTransform):
-        index = faiss.downcast_index(index.index)
-    return index
-
-
-# --- searching ---------------------------------------------------------------------------------------------
-
-
-def search_parameters(index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None):  # type: ignore[no-untyped-def]
-    """``faiss.SearchParameters`` for one call (no shared state is changed, so concurrent searches are safe)."""
-    inner = core_index(index)
-    params = None
-    if isinstance(inner, faiss.IndexIVF) and nprobe is not None:
-        params = faiss.SearchParametersIVF(nprobe=int(nprobe))
-    elif isinstance(inner, faiss.IndexHNSW) and ef_search is not None:
-        params = faiss.SearchParametersHNSW(efSearch=int(ef_search))
-    outer = faiss.downcast_index(index)
-    wrapped = faiss.downcast_index(outer.index) if isinstance(outer, faiss.IndexIDMap | faiss.IndexIDMap2) else outer
-    if params is not None and isinstance(wrapped, faiss.IndexPreTransform):
-        params = faiss.SearchParametersPreTransform(index_params=params)
-    return params
-
-
-def search(
-    index: faiss.Index, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores, clip ids) per query row, best first; ids are -1 where fewer than ``k`` exist."""
-    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-    if queries.shape[1] != index.d:
-        raise ValueError(f"queries have dimension {queries.shape[1]}, the index holds dimension {index.d}")
-    params = search_parameters(index, nprobe=nprobe, ef_search=ef_search)
-    return index.search(queries, int(k), params=params)
-
-
 @dataclass
 class PublishedIndex:
     """A published version opened for reading: the memory-mapped index and its metadata."""
@@ -209,7 +76,7 @@ class PublishedIndex:
     def search(
         self, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Like ``search``, with the version's default parameters where none are given."""
+        """Like ``vector_index.search``, with the version's default parameters where none are given."""
         nprobe = nprobe if nprobe is not None else self.meta.search_defaults.get("nprobe")
         ef_search = ef_search if ef_search is not None else self.meta.search_defaults.get("efSearch")
         return search(self.index, queries, k, nprobe=nprobe, ef_search=ef_search)
@@ -366,17 +233,8 @@ def prune(index_dir: Path, keep: int = KEEP_VERSIONS, stale_staging_s: float = 8
 def publish_lock(index_dir: Path) -> Iterator[None]:
     """Serialise build-and-publish between processes sharing a data directory (an advisory file lock)."""
     index_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
+    with FileLock(index_dir / LOCK_FILE):
         yield
-        return
-    with open(index_dir / LOCK_FILE, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _fsync_file(path: Path) -> None:

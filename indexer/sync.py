@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,50 +18,15 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import store
+from . import store, vector_index
 from .builder import build_index
 from .catalog import Clip, IndexVersion, Video, VideoStatus
 from .db import read_snapshot, session_scope
 from .errors import CheckpointMismatchError, IndexerError
+from .queries import catalog_clip_ids, embedding_dim, fetch_embeddings, indexed_checkpoints
 from .store import IndexMeta
 
 log = logging.getLogger(__name__)
-
-FETCH_BATCH = 5_000
-
-
-def indexed_checkpoints(session: Session) -> dict[str, int]:
-    """Checkpoint id -> number of indexed videos whose embeddings it made."""
-    rows = session.execute(
-        select(Video.checkpoint_id, func.count())
-        .where(Video.status == VideoStatus.indexed)
-        .group_by(Video.checkpoint_id)
-    ).all()
-    return {str(ckpt): count for ckpt, count in rows}
-
-
-def catalog_clip_ids(session: Session) -> np.ndarray:
-    """Ids of the clips of indexed videos, ascending (what the index must hold, exactly once each)."""
-    ids = session.scalars(
-        select(Clip.id)
-        .join(Video, Clip.video_id == Video.id)
-        .where(Video.status == VideoStatus.indexed)
-        .order_by(Clip.id)
-    ).all()
-    return np.asarray(ids, dtype=np.int64)
-
-
-def fetch_embeddings(session: Session, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, float32 vectors) batches for the given clip ids."""
-    for begin in range(0, len(ids), FETCH_BATCH):
-        chunk = [int(i) for i in ids[begin : begin + FETCH_BATCH]]
-        rows = session.execute(select(Clip.id, Clip.embedding).where(Clip.id.in_(chunk))).all()
-        if len(rows) != len(chunk):
-            raise IndexerError("clips disappeared from the catalog while the index was built: run it again")
-        yield (
-            np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-            np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]),
-        )
 
 
 def single_checkpoint(session: Session) -> str | None:
@@ -88,7 +52,7 @@ def sync_index(
     """Publish a version that holds exactly the catalog's vectors, unless the current one already does.
 
     ``factory`` None keeps an explicitly chosen factory and otherwise picks one by size
-    (``store.choose_factory``). ``rebuild`` forces a full rebuild. Returns the published (or unchanged
+    (``vector_index.choose_factory``). ``rebuild`` forces a full rebuild. Returns the published (or unchanged
     current) metadata; None when the catalog is empty and nothing was ever published. Pass sessions of a
     reader engine: the catalog is read in one snapshot and written only to record the new version.
     """
@@ -163,7 +127,7 @@ def _plan(
     if factory is not None:
         wanted = factory
     elif auto or current is None:
-        wanted = store.choose_factory(len(ids), dim)
+        wanted = vector_index.choose_factory(len(ids), dim)
     else:
         wanted = current.factory
     return checkpoint, wanted, auto, ids, dim
@@ -174,7 +138,7 @@ def _updated_copy(session: Session, current: IndexMeta, ids: np.ndarray) -> tupl
     that does after adding and removing vectors; ("rebuild", None) when it cannot be updated in place
     (duplicate ids, or an index type without removal)."""
     path = current.path / store.INDEX_FILE
-    have = store.index_ids(store.read_index_file(path))  # mapped: only the ids are read
+    have = vector_index.index_ids(store.read_index_file(path))  # mapped: only the ids are read
     if len(np.unique(have)) != len(have):
         return "rebuild", None
     to_add = np.setdiff1d(ids, have, assume_unique=True)
@@ -182,20 +146,17 @@ def _updated_copy(session: Session, current: IndexMeta, ids: np.ndarray) -> tupl
     if len(to_add) == 0 and len(to_remove) == 0:
         return "unchanged", None
     index = store.read_index_file(path, mmap=False)  # a private, writable copy
-    if len(to_remove) and not store.supports_remove(index):
+    if len(to_remove) and not vector_index.supports_remove(index):
         return "rebuild", None
     if len(to_remove):
         index.remove_ids(np.ascontiguousarray(to_remove, dtype=np.int64))
-    store.add_vectors(index, fetch_embeddings(session, to_add))
+    vector_index.add_vectors(index, fetch_embeddings(session, to_add))
     log.info("index update: +%d -%d vectors", len(to_add), len(to_remove))
     return "updated", index
 
 
 def _catalog_dim(session: Session, ids: np.ndarray) -> int:
-    if len(ids) == 0:
-        return 0
-    blob = session.scalars(select(Clip.embedding).where(Clip.id == int(ids[0]))).one()
-    return len(blob) // 4
+    return embedding_dim(session, int(ids[0])) if len(ids) else 0
 
 
 # --- verify and stats ------------------------------------------------------------------------------------------
@@ -234,7 +195,7 @@ def verify_index(sessions: sessionmaker[Session], index_dir: Path) -> VerifyRepo
             problems.append(f"no published index in {index_dir}, but the catalog has {len(ids)} clips")
         return VerifyReport(not problems, problems, clips=len(ids))
     index = store.read_index_file(current.path / store.INDEX_FILE)
-    have = store.index_ids(index)
+    have = vector_index.index_ids(index)
     unique, counts = np.unique(have, return_counts=True)
     if (counts > 1).any():
         problems.append(f"clip ids with more than one vector: {_ids_text(unique[counts > 1])}")
@@ -270,8 +231,3 @@ def index_stats(sessions: sessionmaker[Session], index_dir: Path) -> dict[str, o
         "factory": current.factory if current else None,
         "checkpoint": current.checkpoint_id if current else None,
     }
-
-
-def current_checkpoint(index_dir: Path) -> str | None:
-    meta = store.current_meta(index_dir)
-    return meta.checkpoint_id if meta else None

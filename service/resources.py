@@ -228,7 +228,7 @@ class Resources:
         return ReloadOutcome(True, loaded.meta.version, old, int(loaded.index.ntotal))
 
     def _catalog_checkpoints(self) -> dict[str, int]:
-        from indexer.sync import indexed_checkpoints
+        from indexer.queries import indexed_checkpoints
 
         with self.read_session() as session:
             return indexed_checkpoints(session)

@@ -16,10 +16,10 @@ from typing import Literal
 import numpy as np
 from sqlalchemy.orm import Session
 
+from indexer.queries import ClipRow, clip_rows
 from indexer.store import PublishedIndex
 
 from .batching import Query
-from .catalog_queries import ClipRow, clip_rows
 from .metrics import Metrics
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]

@@ -22,7 +22,7 @@ from media import write_video
 from PIL import Image
 from sqlalchemy import select
 
-from indexer import store
+from indexer import store, vector_index
 from indexer.catalog import Clip, IngestionRun, RunStatus, Video, VideoStatus
 from indexer.db import make_sessionmaker, open_catalog
 from indexer.errors import CheckpointMismatchError
@@ -132,7 +132,8 @@ def test_rerun_skips_unchanged_reindexes_changed_and_retries_failed(
         assert after[name].indexed_at == before[name].indexed_at and after[name].attempts == 1
     assert third.index.version == first.index.version + 1
     index, meta = store.open_published_index(settings.data_dir)
-    assert sorted(store.index_ids(index)) == sorted(c.id for v in after.values() for c in clips_of(settings, v.id))
+    expected = sorted(c.id for v in after.values() for c in clips_of(settings, v.id))
+    assert sorted(vector_index.index_ids(index)) == expected
 
     # touching a file (same bytes, new mtime) is recognised by its hash and skipped
     files[2].touch()
@@ -220,7 +221,7 @@ def test_delete_removes_clips_thumbnails_and_vectors(tmp_path, tiny_checkpoint, 
     assert set(videos_by_name(settings, folder)) == {"v0_001.mp4"}
     assert not (settings.thumbnails_dir / str(videos["v0_000.mp4"].id)).exists()
     index, _ = store.open_published_index(settings.data_dir)
-    assert gone[0].id not in set(store.index_ids(index))
+    assert gone[0].id not in set(vector_index.index_ids(index))
     assert verify_index(catalog(settings), settings.index_dir).ok
 
 

@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from indexer import store
+from indexer import store, vector_index
 from indexer.clips import ClipPolicy, clip_windows
 from indexer.errors import IndexerError, IndexStoreError, ManifestError
 from indexer.settings import Settings, default_data_dir
@@ -142,21 +142,22 @@ def unit_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
 
 
 def flat_index(n: int, dim: int = 16) -> faiss.Index:
-    index = store.new_index(dim, "Flat")
+    index = vector_index.new_index(dim, "Flat")
     index.add_with_ids(unit_vectors(n, dim), np.arange(100, 100 + n, dtype=np.int64))
     return index
 
 
 def test_factory_follows_collection_size_and_memory() -> None:
-    assert store.choose_factory(10, 512) == "Flat"
-    assert store.choose_factory(store.FLAT_MAX_VECTORS - 1, 512) == "Flat"
-    assert store.choose_factory(store.FLAT_MAX_VECTORS, 512) == "IVF1024,Flat"  # 4 sqrt(1e5) = 1265 -> 1024
-    assert store.choose_factory(500_000, 512) == "IVF2048,Flat"  # 1 GB of floats
-    assert store.choose_factory(1_000_000, 512) == "IVF4096,SQfp16"  # 2 GB of floats: 16-bit codes instead
-    assert store.choose_factory(8_000_000, 512) == "IVF8192,SQ8"  # 8 GB of 16-bit codes: 8-bit instead
-    assert store.choose_factory(40_000_000, 512) == "IVF32768,PQ64"  # 20 GB of 8-bit codes: PQ instead
+    assert vector_index.choose_factory(10, 512) == "Flat"
+    assert vector_index.choose_factory(vector_index.FLAT_MAX_VECTORS - 1, 512) == "Flat"
+    flat_max = vector_index.FLAT_MAX_VECTORS
+    assert vector_index.choose_factory(flat_max, 512) == "IVF1024,Flat"  # 4 sqrt(1e5) = 1265 -> 1024
+    assert vector_index.choose_factory(500_000, 512) == "IVF2048,Flat"  # 1 GB of floats
+    assert vector_index.choose_factory(1_000_000, 512) == "IVF4096,SQfp16"  # 2 GB of floats: 16-bit codes instead
+    assert vector_index.choose_factory(8_000_000, 512) == "IVF8192,SQ8"  # 8 GB of 16-bit codes: 8-bit instead
+    assert vector_index.choose_factory(40_000_000, 512) == "IVF32768,PQ64"  # 20 GB of 8-bit codes: PQ instead
     with pytest.raises(IndexStoreError, match="'Bogus' is not a FAISS index_factory string"):
-        store.new_index(16, "Bogus")
+        vector_index.new_index(16, "Bogus")
 
 
 def test_publish_writes_versions_beside_each_other_and_current_points_at_the_newest(tmp_path: Path) -> None:
@@ -170,7 +171,7 @@ def test_publish_writes_versions_beside_each_other_and_current_points_at_the_new
     index, meta = store.open_published_index(tmp_path)
     assert (index.ntotal, meta.vector_count, meta.dim, meta.checkpoint_id) == (7, 7, 16, "ck")
     assert json.loads((first.path / "meta.json").read_text())["vector_count"] == 5  # the old one is intact
-    assert list(store.index_ids(index)) == list(range(100, 107))
+    assert list(vector_index.index_ids(index)) == list(range(100, 107))
     assert not list(index_dir.glob(".tmp-*"))
 
 
@@ -202,13 +203,24 @@ def test_a_publisher_killed_midway_leaves_the_published_version_untouched(tmp_pa
     assert not list(index_dir.glob(".tmp-*"))
 
 
-def test_a_taken_version_name_goes_to_the_next_number(tmp_path: Path) -> None:
+def test_a_taken_version_name_goes_to_the_next_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index_dir = tmp_path / "index"
     store.publish(index_dir, flat_index(2), checkpoint_id="ck", factory="Flat")
-    (index_dir / "v000002").mkdir()  # a concurrent publisher got there first
-    (index_dir / "v000002" / "x").write_text("theirs")
     real = store.list_versions
+    # A concurrent publisher takes v000002 after this one listed the versions: the rename must collide
+    # and move on to the next number, leaving the other publisher's folder alone.
+    listed: list[list[int]] = []
+
+    def stale_listing(folder: Path) -> list[int]:
+        versions = real(folder)
+        listed.append(versions)
+        (folder / "v000002").mkdir(exist_ok=True)
+        (folder / "v000002" / "x").write_text("theirs")
+        return versions
+
+    monkeypatch.setattr(store, "list_versions", stale_listing)
     meta = store.publish(index_dir, flat_index(3), checkpoint_id="ck", factory="Flat")
+    assert listed[0] == [1]  # it saw only v000001, so it tried v000002 first
     assert meta.version == 3 and (index_dir / "v000002" / "x").read_text() == "theirs"
     assert real(index_dir) == [1, 2, 3]
 
@@ -217,10 +229,10 @@ def test_published_index_is_memory_mapped_read_only(tmp_path: Path) -> None:
     store.publish(tmp_path / "index", flat_index(50), checkpoint_id="ck", factory="Flat")
     index, _ = store.open_published_index(tmp_path)  # (adding to it would abort: the mapping is read-only)
     queries = unit_vectors(50)
-    scores, ids = store.search(index, queries[:3], 1)
+    scores, ids = vector_index.search(index, queries[:3], 1)
     assert list(ids[:, 0]) == [100, 101, 102] and np.allclose(scores[:, 0], 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="dimension 8"):
-        store.search(index, unit_vectors(1, dim=8), 1)
+        vector_index.search(index, unit_vectors(1, dim=8), 1)
 
 
 @pytest.mark.parametrize(
@@ -233,8 +245,8 @@ def test_published_index_is_memory_mapped_read_only(tmp_path: Path) -> None:
 )
 def test_search_parameters_are_passed_per_call(tmp_path: Path, factory: str, defaults: dict, param: str) -> None:
     vectors = unit_vectors(2000, 16, seed=1)
-    index = store.new_index(16, factory)
-    store.train_index(index, vectors)
+    index = vector_index.new_index(16, factory)
+    vector_index.train_index(index, vectors)
     index.add_with_ids(vectors, np.arange(2000, dtype=np.int64))
     meta = store.publish(tmp_path / "index", index, checkpoint_id="ck", factory=factory)
     assert meta.search_defaults == defaults
@@ -272,13 +284,13 @@ def test_calibrated_search_depth_reaches_the_target_recall_on_unseen_queries(spr
     centres = rng.normal(size=(200, 32))
     data = _unit_rows(rng, centres[rng.integers(0, 200, 20_000)] + spread * rng.normal(size=(20_000, 32)))
     ids = np.arange(20_000, dtype=np.int64) + 1000
-    index = store.new_index(32, "IVF256,Flat")
-    store.train_index(index, data[:10_000])
+    index = vector_index.new_index(32, "IVF256,Flat")
+    vector_index.train_index(index, data[:10_000])
     sample = rng.choice(len(ids), 256, replace=False)
     probe = RecallProbe(ids[sample], data[sample])
     for begin in range(0, len(ids), 3000):  # the vectors stream past in batches, as from the catalog
         probe.update(ids[begin : begin + 3000], data[begin : begin + 3000])
-        store.add_vectors(index, [(ids[begin : begin + 3000], data[begin : begin + 3000])])
+        vector_index.add_vectors(index, [(ids[begin : begin + 3000], data[begin : begin + 3000])])
     exact = np.argsort(-(data[sample] @ data.T), axis=1)[:, :11] + 1000
     np.testing.assert_array_equal(np.sort(probe.ids, axis=1), np.sort(exact, axis=1))
 
@@ -287,10 +299,10 @@ def test_calibrated_search_depth_reaches_the_target_recall_on_unseen_queries(spr
     # new queries (not stored vectors) drawn the same way: the calibrated depth holds its recall on them
     queries = _unit_rows(rng, centres[rng.integers(0, 200, 300)] + spread * rng.normal(size=(300, 32)))
     truth = np.argsort(-(queries @ data.T), axis=1)[:, :10] + 1000
-    _, found = store.search(index, queries, 10, nprobe=nprobe)
+    _, found = vector_index.search(index, queries, 10, nprobe=nprobe)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
     assert recall >= TARGET_RECALL - 0.03, (nprobe, recall)
-    _, shallower = store.search(index, queries, 10, nprobe=max(1, nprobe // 4))
+    _, shallower = vector_index.search(index, queries, 10, nprobe=max(1, nprobe // 4))
     assert nprobe == 256 or np.mean([len(set(f) & set(t)) / 10 for f, t in zip(shallower, truth, strict=True)]) < recall
     if spread < 0.1:
         assert nprobe <= 16  # clustered data needs few lists
@@ -301,5 +313,5 @@ def test_calibrated_search_depth_reaches_the_target_recall_on_unseen_queries(spr
 def test_calibration_has_nothing_to_tune_on_exact_indexes() -> None:
     from indexer.calibration import RecallProbe, calibrate
 
-    index = store.new_index(8, "Flat")
+    index = vector_index.new_index(8, "Flat")
     assert calibrate(index, RecallProbe(np.array([1]), np.ones((1, 8)))) == {}

@@ -1,0 +1,25 @@
+"""The encoding stage: decoded clips (uint8 frames) in, L2-normalised embeddings out, on the encoder's device."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .decode import DecodedClip
+
+if TYPE_CHECKING:
+    from model.protocols import VideoTextEncoder
+
+
+def encode_clips(encoder: VideoTextEncoder, clips: Sequence[DecodedClip]) -> np.ndarray:
+    """float32 (len(clips), embed_dim): the frames are normalised where the encoder runs (a quarter of the
+    bytes cross to a GPU as uint8)."""
+    import torch
+
+    from model.preprocess import normalize_frames
+
+    frames = torch.from_numpy(np.stack([clip.frames for clip in clips]))
+    frames = normalize_frames(frames.to(encoder.device))
+    return encoder.encode_video(frames).float().cpu().numpy()
