@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import zipfile
 from pathlib import Path
@@ -14,6 +13,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .config import BackboneConfig, ConfigError
+from .files import sha256_of_file
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,6 @@ _OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 class CheckpointError(ValueError):
     """A weights or checkpoint file that cannot be read or does not fit the model."""
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_clip(backbone: BackboneConfig) -> CLIP:
@@ -48,7 +40,7 @@ def build_clip(backbone: BackboneConfig) -> CLIP:
         model = _create(backbone.arch, pretrained, backbone.quick_gelu)
     if local:
         path = Path(pretrained).expanduser()
-        digest = file_sha256(path)
+        digest = sha256_of_file(path)
         if backbone.weights_sha256 and backbone.weights_sha256 != digest:
             raise CheckpointError(
                 f"weights file {path} has sha256 {digest[:12]}..., but the checkpoint was trained on "
