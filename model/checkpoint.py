@@ -64,16 +64,7 @@ def load_model(
     text = str(source)
     if text.startswith("openclip:"):
         return _zero_shot_model(text[len("openclip:") :], method_overrides)
-    path = Path(text).expanduser()
-    if not path.exists() and (PACKAGED / text).is_dir():
-        path = PACKAGED / text
-    if path.is_dir():
-        path = path / FOLDER_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {text!r} not found: expected a checkpoint file or folder, a packaged name "
-            f"({', '.join(list_packaged()) or 'none installed'}) or openclip:ARCH/TAG"
-        )
+    path = resolve_checkpoint_path(source)
     if _is_safetensors(path):
         return _project_model(path, backbone_weights, method_overrides)
     return _reference_model(path, method_overrides)
@@ -91,7 +82,39 @@ def create_model(
 
 
 def list_packaged() -> list[str]:
+    """Names of the checkpoints shipped inside the package (``demo``)."""
     return sorted(p.name for p in PACKAGED.glob("*") if (p / FOLDER_FILE).is_file()) if PACKAGED.is_dir() else []
+
+
+def is_path_like(text: str) -> bool:
+    """Whether a checkpoint value is written as a path (``./demo``, ``~/ckpt``, ``/abs``, ``runs/best``)
+    rather than a bare name, which names a packaged checkpoint first."""
+    separators = [os.sep] + ([os.altsep] if os.altsep else [])
+    return text.startswith((".", "~")) or os.path.isabs(text) or any(sep in text for sep in separators)
+
+
+def resolve_checkpoint_path(source: str | os.PathLike[str]) -> Path:
+    """The checkpoint file a source names: a packaged name wins over a file or folder of that name in the
+    working directory (write ``./demo`` for the local one); any other value is a local file, or a folder
+    holding ``model.safetensors``. A ``Path`` object is always a local path."""
+    text = str(source)
+    packaged = list_packaged()
+    if isinstance(source, str) and not is_path_like(text) and text in packaged:
+        return PACKAGED / text / FOLDER_FILE
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / FOLDER_FILE).is_file():
+            raise CheckpointError(
+                f"checkpoint {text!r} is a folder without {FOLDER_FILE}: expected a checkpoint folder "
+                f"(holding {FOLDER_FILE}) or a checkpoint file"
+            )
+        return path / FOLDER_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {text!r} not found: expected a checkpoint file or folder, a packaged name "
+            f"({', '.join(packaged) or 'none installed'}) or openclip:ARCH/TAG"
+        )
+    return path
 
 
 # --- project format ----------------------------------------------------------------------------------------

@@ -235,3 +235,32 @@ def test_cli_help_and_version():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.startswith("tvr ")
     assert runner.invoke(app, ["--help"]).exit_code == 0
+
+
+def test_packaged_names_win_over_a_folder_of_that_name_in_the_working_directory(tmp_path, monkeypatch):
+    from model import list_packaged
+
+    assert "demo" in list_packaged()
+    packaged_id = load_model("demo").weights_digest()
+    local = tmp_path / "demo"
+    local.mkdir()
+    (local / "model.safetensors").write_bytes(b"junk, not a checkpoint" * 10)
+    monkeypatch.chdir(tmp_path)
+    assert load_model("demo").weights_digest() == packaged_id
+    with pytest.raises(CheckpointError, match=r"demo/model\.safetensors"):
+        load_model("./demo")
+    (local / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"'\./demo' is a folder without model\.safetensors"):
+        load_model("./demo")
+    with pytest.raises(CheckpointError, match=r"'demo-missing' not found: expected .*packaged name \(demo"):
+        load_model("demo-missing")
+
+
+def test_a_bare_name_that_is_not_packaged_is_a_file_in_the_working_directory(trained_tiny_model, tmp_path, monkeypatch):
+    save_checkpoint(trained_tiny_model, tmp_path / "model.safetensors")
+    save_checkpoint(trained_tiny_model, tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    digest = trained_tiny_model.weights_digest()
+    assert load_model("model.safetensors").weights_digest() == digest
+    assert load_model("mine").weights_digest() == digest
+    assert load_model(str(tmp_path / "mine")).weights_digest() == digest
