@@ -30,6 +30,7 @@ _EXPORTS = {
     "Encoder": "encoder",
     "CLIP_MEAN": "preprocess",
     "CLIP_STD": "preprocess",
+    "FramePreprocess": "preprocess",
     "preprocess_frames": "preprocess",
     "tokenize": "text_tower",
 }
@@ -42,6 +43,7 @@ __all__ = [
     "DualAttentionCLIP",
     "Encoder",
     "EncoderConfig",
+    "FramePreprocess",
     "MethodConfig",
     "add_config",
     "create_model",
@@ -73,5 +75,5 @@ if TYPE_CHECKING:
     from .checkpoint import create_model, list_packaged, load_encoder, load_model, save_checkpoint
     from .config import BackboneConfig, ConfigError, EncoderConfig, MethodConfig, add_config, get_config, list_configs
     from .encoder import DualAttentionCLIP, Encoder
-    from .preprocess import CLIP_MEAN, CLIP_STD, preprocess_frames
+    from .preprocess import CLIP_MEAN, CLIP_STD, FramePreprocess, preprocess_frames
     from .text_tower import tokenize

@@ -14,6 +14,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from .config import BackboneConfig, ConfigError
 from .files import sha256_of_file
+from .preprocess import FramePreprocess
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,22 @@ def build_clip(backbone: BackboneConfig) -> CLIP:
         load_clip_weights(model, read_clip_state_dict(path), source=str(path))
     _check_supported(model, backbone.arch_name)
     return model.eval()
+
+
+def input_size(model: CLIP) -> int:
+    """The side in pixels of the square images the image tower takes."""
+    size = model.visual.image_size
+    if isinstance(size, (tuple, list)):
+        if len(set(size)) != 1:
+            raise ConfigError(f"the image tower takes {size[0]}x{size[1]} images: only square inputs are supported")
+        return int(size[0])
+    return int(size)
+
+
+def backbone_preprocess(model: CLIP) -> FramePreprocess:
+    """The preprocessing open_clip attached to ``model``: a pretrained tag's own values when it was created
+    from one; OpenAI CLIP's for random weights, local weights files and inline architectures."""
+    return FramePreprocess.from_open_clip(open_clip.get_model_preprocess_cfg(model), input_size(model))
 
 
 def _create(arch: str, pretrained: str | None, quick_gelu: bool) -> CLIP:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from .backbone import (
     CheckpointError,
     arch_from_clip_state_dict,
+    backbone_preprocess,
     build_clip,
     is_torchscript,
     load_clip_weights,
@@ -53,8 +54,8 @@ def load_encoder(
     ``text_precision`` (float32, bfloat16 or int8 on the CPU) trades query-encoding speed for exactness.
     """
     model = load_model(source, backbone_weights=backbone_weights, **method_overrides)
-    checkpoint_id = model.weights_digest()
-    return Encoder(model, checkpoint_id, device, text_precision=text_precision)
+    checkpoint_id, legacy_ids = model.checkpoint_ids()
+    return Encoder(model, checkpoint_id, device, text_precision=text_precision, legacy_checkpoint_ids=legacy_ids)
 
 
 def load_model(
@@ -73,12 +74,19 @@ def load_model(
 def create_model(
     config: str | EncoderConfig, pretrained: str | None = None, **method_overrides: Any
 ) -> DualAttentionCLIP:
-    """A fresh trainable model from a config name or object: untrained adapter, backbone from ``pretrained``."""
+    """A fresh trainable model from a config name or object: untrained adapter, backbone from ``pretrained``.
+
+    Its frame preprocessing is the config's when it names one, else the backbone's (a pretrained tag's own
+    values; OpenAI CLIP's for local weights files and random weights).
+    """
     config = get_config(config) if isinstance(config, str) else config
     if pretrained is not None:
         config.backbone.pretrained = pretrained
     _apply_overrides(config, method_overrides)
-    return DualAttentionCLIP(config, build_clip(config.backbone))
+    clip = build_clip(config.backbone)
+    if config.preprocess is None:
+        config.preprocess = backbone_preprocess(clip)
+    return DualAttentionCLIP(config, clip)
 
 
 def list_packaged() -> list[str]:
@@ -231,7 +239,11 @@ def _zero_shot_model(spec: str, overrides: dict[str, Any]) -> DualAttentionCLIP:
     config.method.zero_shot = True
     config.name = f"openclip:{spec}"
     _apply_overrides(config, overrides)
-    return DualAttentionCLIP(config, build_clip(config.backbone))
+    clip = build_clip(config.backbone)
+    if not local.exists() or config.preprocess is None:
+        # a tag: open_clip's values for it; a local file: the arch config's if it names any, else CLIP's
+        config.preprocess = backbone_preprocess(clip)
+    return DualAttentionCLIP(config, clip)
 
 
 def _zero_shot_quick_gelu(config: EncoderConfig, arch: str, pretrained: str, local: Path) -> bool:

@@ -3,10 +3,13 @@
 A config file (``model/configs/NAME.json``) looks like::
 
     {"backbone": {"arch": "ViT-B-32", "pretrained": "openai"},
-     "method": {"lora_rank": 8, "num_prompts": 8, ...}}
+     "method": {"lora_rank": 8, "num_prompts": 8, ...},
+     "preprocess": {"image_size": 224, "mean": [0.5, 0.5, 0.5], ...}}
 
 ``arch`` is an open_clip model name, or an inline open_clip model config (``embed_dim``, ``vision_cfg``,
-``text_cfg``) for architectures open_clip does not ship, such as the tiny one used by tests.
+``text_cfg``) for architectures open_clip does not ship, such as the tiny one used by tests. ``preprocess``
+(model/preprocess.py) is optional: without it a new model takes its backbone's (open_clip's values for the
+pretrained tag; OpenAI CLIP's otherwise), and a checkpoint written before it was recorded OpenAI CLIP's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # model/preprocess.py imports ConfigError from here: FramePreprocess is imported when used
+    from .preprocess import FramePreprocess
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 _extra_configs: dict[str, dict[str, Any]] = {}
@@ -113,6 +119,9 @@ class EncoderConfig:
     name: str = "custom"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    # How frames are resized and normalised for the image tower. None until a model is built from the
+    # config (create_model: the backbone's; DualAttentionCLIP: OpenAI CLIP's at the input size), then set.
+    preprocess: FramePreprocess | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -122,13 +131,21 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], name: str | None = None) -> EncoderConfig:
+        from .preprocess import FramePreprocess
+
         data = copy.deepcopy(data)
+        label = name or data.get("name", "?")
         try:
             backbone = BackboneConfig(**data.get("backbone", {}))
             method = MethodConfig(**data.get("method", {}))
         except TypeError as exc:  # an unknown or misspelt field
-            raise ConfigError(f"config {name or data.get('name', '?')!r}: {exc}") from None
-        return cls(name=name or data.get("name", "custom"), backbone=backbone, method=method)
+            raise ConfigError(f"config {label!r}: {exc}") from None
+        preprocess = data.get("preprocess")
+        try:
+            frames = None if preprocess is None else FramePreprocess.from_dict(preprocess)
+        except ConfigError as exc:
+            raise ConfigError(f"config {label!r}: {exc}") from None
+        return cls(name=name or data.get("name", "custom"), backbone=backbone, method=method, preprocess=frames)
 
 
 def list_configs() -> list[str]:

@@ -9,15 +9,15 @@ import json
 import math
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
 from torch import nn
 
-from .config import EncoderConfig
+from .backbone import input_size
+from .config import ConfigError, EncoderConfig
 from .lora import QKVLoRA
-from .preprocess import preprocess_frames
+from .preprocess import FramePreprocess
 from .text_inference import TextPrecision, compact_text_tower
 from .text_tower import run_text_tower, tokenize
 from .video_tower import run_video_tower
@@ -35,6 +35,14 @@ class DualAttentionCLIP(nn.Module):
         visual = clip.visual
         num_patches = visual.grid_size[0] * visual.grid_size[1]
         method.validate(num_layers=len(visual.transformer.resblocks), num_patches=num_patches)
+        size = input_size(clip)
+        if config.preprocess is None:  # a checkpoint from before preprocessing was recorded: CLIP's, as trained
+            config.preprocess = FramePreprocess(size)
+        elif config.preprocess.image_size != size:
+            raise ConfigError(
+                f"preprocess image_size {config.preprocess.image_size} does not match the image tower's input "
+                f"size {size}: frames must be resized to {size}x{size}"
+            )
         self.config = config
         self.clip = clip
         self.clip.requires_grad_(False)
@@ -120,17 +128,36 @@ class DualAttentionCLIP(nn.Module):
 
     @property
     def image_size(self) -> int:
-        size = self.clip.visual.image_size
-        return size[0] if isinstance(size, tuple) else int(size)
+        return input_size(self.clip)
+
+    @property
+    def preprocess(self) -> FramePreprocess:
+        """How frames are resized and normalised for this model (``config.preprocess``, set at construction)."""
+        assert self.config.preprocess is not None, "set by __init__"
+        return self.config.preprocess
 
     def weights_digest(self) -> str:
-        """A hash of the method config and every tensor: equal weights give equal digests, whatever the file."""
+        """A hash of the method config, every tensor and a non-default preprocessing: equal weights with equal
+        preprocessing give equal digests, whatever the file. This is the encoder's checkpoint id."""
+        return self.checkpoint_ids()[0]
+
+    def checkpoint_ids(self) -> tuple[str, tuple[str, ...]]:
+        """The checkpoint id, and the ids the same weights had before preprocessing was part of the id.
+
+        The preprocessing enters the hash only when it is not OpenAI CLIP's, so checkpoints that use CLIP's
+        (all of them, before it was recorded) keep their ids; those that do not get a new id, and the old one
+        is listed (their earlier index entries were encoded with CLIP's normalisation: re-encode them).
+        """
         method = {k: v for k, v in dataclasses.asdict(self.config.method).items() if k != "trainable"}
         digest = hashlib.sha256(json.dumps(method, sort_keys=True).encode())
         for name, tensor in sorted(self.state_dict().items()):
             digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
             digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        legacy = digest.hexdigest()[:16]
+        if self.preprocess.is_default():
+            return legacy, ()
+        digest.update(b"preprocess:" + json.dumps(self.preprocess.to_dict(), sort_keys=True).encode())
+        return digest.hexdigest()[:16], (legacy,)
 
 
 def _lora_layers(blocks: nn.ModuleList, rank: int) -> nn.ModuleList:
@@ -146,6 +173,7 @@ class Encoder:
         checkpoint_id: str,
         device: str | torch.device = "cpu",
         text_precision: TextPrecision = "float32",
+        legacy_checkpoint_ids: tuple[str, ...] = (),
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -156,9 +184,14 @@ class Encoder:
             None if text_precision == "float32" else compact_text_tower(model.clip, text_precision, self.device)
         )
         self.checkpoint_id = checkpoint_id
+        # ids these weights had before the preprocessing was part of the id (empty when it is CLIP's): index
+        # entries made under one were encoded with CLIP's normalisation and should be re-encoded
+        self.legacy_checkpoint_ids = tuple(legacy_checkpoint_ids)
         self.config = model.config
         self.num_frames = model.config.method.num_frames
         self.image_size = model.image_size
+        # uint8 frames (T, H, W, 3) -> encode_video's (T, 3, S, S) input; .resize and .normalize are its halves
+        self.preprocess: FramePreprocess = model.preprocess
         self.embed_dim = int(model.clip.visual.proj.shape[1])
 
     def __repr__(self) -> str:
@@ -173,12 +206,8 @@ class Encoder:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             yield
 
-    def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 frames (T, H, W, 3) -> the (T, 3, S, S) float tensor encode_video takes (stack a batch)."""
-        return preprocess_frames(frames, self.image_size)
-
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, S, S) CLIP-normalised frames -> (B, E) L2-normalised float32 embeddings."""
+        """(B, T, 3, S, S) frames normalised by ``preprocess`` -> (B, E) L2-normalised float32 embeddings."""
         self._check_frames(frames)
         with self._inference():
             video, _ = self.model.encode_video(frames.to(self.device, torch.float32))
@@ -210,4 +239,4 @@ class Encoder:
         if frames.shape[1] != t:
             raise ValueError(f"this encoder takes exactly {t} frames per video, got {frames.shape[1]}")
         if not frames.is_floating_point():
-            raise ValueError("frames must be float and CLIP-normalised: pass uint8 frames through preprocess first")
+            raise ValueError("frames must be float and normalised: pass uint8 frames through preprocess first")

@@ -120,3 +120,30 @@ def test_from_scratch_models_start_order_aware_and_adapters_start_as_clip():
     assert not torch.allclose(forward, backward, atol=1e-4)
     adapter = _build_model(TrainConfig(model="tiny", trainable=["lora"], method={"temporal_embedding": True}))
     assert torch.count_nonzero(adapter.temporal) == 0
+
+
+@pytest.mark.slow
+def test_training_and_validation_frames_use_the_models_preprocessing(synth_set, tmp_path, monkeypatch):
+    from model import get_config
+    from model.preprocess import FramePreprocess
+    from model.train import evaluate, trainer
+    from model.train.data import ClipFrames
+
+    config = get_config("tiny").to_dict()
+    config["preprocess"] = {"image_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "resize_mode": "squash"}
+    path = tmp_path / "half.json"
+    path.write_text(json.dumps(config))
+    seen = []
+
+    class Recording(ClipFrames):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.preprocess)
+
+    monkeypatch.setattr(trainer, "ClipFrames", Recording)
+    monkeypatch.setattr(evaluate, "ClipFrames", Recording)
+    split = ("--val-split", "val", "--data-options", '{"val_fraction": 0.25}')
+    train_main(_args(synth_set, tmp_path / "run", "--model", str(path), "--max-steps", "1", *split))
+    half = FramePreprocess.from_dict(config["preprocess"])
+    assert len(seen) >= 2 and set(seen) == {half}  # the training set, then the validation set
+    assert load_model(str(tmp_path / "run" / "last")).preprocess == half

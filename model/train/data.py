@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from model.preprocess import preprocess_frames
+from model.preprocess import FramePreprocess
 from model.video import VideoReadError, read_clip
 
 from .datasets import ClipRef, Pair
@@ -18,16 +18,23 @@ from .datasets import ClipRef, Pair
 log = logging.getLogger(__name__)
 
 
-class ClipFrames(Dataset):
-    """Item i: the CLIP-normalised frames (T, 3, S, S) of clip i, decoded in DataLoader workers.
-
-    ``cache=True`` keeps decoded uint8 frames in memory after the first pass (small sets, many epochs).
+class ClipFrames(Dataset[torch.Tensor]):
+    """Item i: the frames (T, 3, S, S) of clip i, decoded on every access (in the DataLoader's workers, if
+    any) and resized and normalised by ``preprocess``, the model's. An ``int`` stands for OpenAI CLIP's
+    preprocessing at that size. ``CachedFrames`` keeps the items of small sets in memory instead.
     """
 
-    def __init__(self, clips: Sequence[ClipRef], num_frames: int, image_size: int, sampling: str = "uniform"):
+    def __init__(
+        self,
+        clips: Sequence[ClipRef],
+        num_frames: int,
+        preprocess: FramePreprocess | int,
+        sampling: str = "uniform",
+    ) -> None:
         self.clips = list(clips)
         self.num_frames = num_frames
-        self.image_size = image_size
+        self.preprocess = preprocess if isinstance(preprocess, FramePreprocess) else FramePreprocess(preprocess)
+        self.image_size = self.preprocess.image_size
         self.sampling = sampling
 
     def __len__(self) -> int:
@@ -42,29 +49,14 @@ class ClipFrames(Dataset):
         except VideoReadError:
             log.error("cannot decode %s for training", clip.path)
             raise
-        return preprocess_frames(frames, self.image_size)
+        return self.preprocess(frames)
 
 
-class PairData(Dataset):
-    """Item i: (frames of pair i's clip, pair i's caption)."""
+class CachedFrames(Dataset[torch.Tensor]):
+    """The items of a ``ClipFrames`` decoded once into memory (float16, normalised), for small sets trained
+    for many epochs."""
 
-    def __init__(self, pairs: Sequence[Pair], frames: ClipFrames | None = None, **frame_options):
-        self.pairs = list(pairs)
-        self.frames = frames or ClipFrames([p.clip for p in self.pairs], **frame_options)
-        index = {clip: i for i, clip in enumerate(self.frames.clips)}
-        self.clip_of = [index[p.clip] for p in self.pairs]
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        return self.frames[self.clip_of[index]], self.pairs[index].caption
-
-
-class CachedFrames(Dataset):
-    """Frames decoded once into memory (float16, normalised), for small sets trained for many epochs."""
-
-    def __init__(self, source: ClipFrames, workers: int = 0):
+    def __init__(self, source: ClipFrames, workers: int = 0) -> None:
         self.clips = source.clips
         loader = torch.utils.data.DataLoader(source, batch_size=16, num_workers=workers)
         self.frames = torch.cat([batch.half() for batch in loader])
@@ -74,6 +66,22 @@ class CachedFrames(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.frames[index].float()
+
+
+class PairData(Dataset[tuple[torch.Tensor, str]]):
+    """Item i: (frames of pair i's clip, pair i's caption); ``frames`` holds every clip of the pairs."""
+
+    def __init__(self, pairs: Sequence[Pair], frames: ClipFrames | CachedFrames) -> None:
+        self.pairs = list(pairs)
+        self.frames = frames
+        index = {clip: i for i, clip in enumerate(self.frames.clips)}
+        self.clip_of = [index[p.clip] for p in self.pairs]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        return self.frames[self.clip_of[index]], self.pairs[index].caption
 
 
 class ShardedBatches(Sampler[list[int]]):

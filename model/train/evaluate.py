@@ -27,7 +27,7 @@ def embed_retrieval_set(
     was_training = model.training
     model.eval()
     method = model.config.method
-    frames = ClipFrames(data.clips, method.num_frames, model.image_size, sampling)
+    frames = ClipFrames(data.clips, method.num_frames, model.preprocess, sampling)
     videos = []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     for batch in DataLoader(frames, batch_size=batch_size, num_workers=workers):

@@ -269,9 +269,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
     method = model.config.method
 
     pairs = load_pairs(cfg.layout, cfg.data_root, "train", **cfg.data_options)
-    frames = ClipFrames(list(dict.fromkeys(p.clip for p in pairs)), method.num_frames, model.image_size, cfg.sampling)
-    if cfg.cache_frames:
-        frames = CachedFrames(frames, workers=cfg.workers)
+    clips = ClipFrames(list(dict.fromkeys(p.clip for p in pairs)), method.num_frames, model.preprocess, cfg.sampling)
+    frames = CachedFrames(clips, workers=cfg.workers) if cfg.cache_frames else clips
     dataset = PairData(pairs, frames=frames)
     per_clip = 2 if cfg.motion_twins else 1  # batch rows per sampled pair
     if cfg.batch_size % (cfg.grad_accum * per_clip):
