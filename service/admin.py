@@ -1,11 +1,12 @@
-"""Admin operations as plain functions (no HTTP): deleting through the indexer's own code."""
+"""Admin operations as plain functions (no HTTP), through the indexer's own code."""
 
 from __future__ import annotations
+
+import asyncio
 
 from indexer.errors import IndexerError
 from indexer.queries import get_video
 from indexer.records import delete_videos
-from indexer.store import IndexMeta
 from indexer.sync import sync_index
 
 from .resources import Resources
@@ -15,20 +16,30 @@ class UnknownVideo(LookupError):
     """No video with that id (perhaps deleted meanwhile)."""
 
 
-def delete_video(resources: Resources, video_id: int) -> tuple[str, IndexMeta | None]:
-    """Delete one video (catalog rows, embeddings, thumbnails) and publish an index without its clips.
+def delete_from_catalog(resources: Resources, video_id: int) -> str:
+    """Delete one video's catalog rows, embeddings and thumbnails (one transaction); returns its path.
 
-    Returns (the video's path, the published index metadata or None when nothing is published).
+    Searches leave its clips out from then on; the index keeps their vectors until ``republish`` runs.
     """
     with resources.read_session() as session:
         video = get_video(session, video_id)
         if video is None:
             raise UnknownVideo(f"no video with id {video_id}")
         path = video.path
-    settings = resources.settings
     try:
-        delete_videos(resources.writer_sessions(), settings.thumbnails_dir, [str(video_id)])
+        delete_videos(resources.writer_sessions(), resources.settings.thumbnails_dir, [str(video_id)])
     except IndexerError as exc:  # deleted by someone else since the look-up
         raise UnknownVideo(str(exc)) from None
-    meta = sync_index(resources.sessions, settings.index_dir)  # type: ignore[arg-type]
-    return path, meta
+    return path
+
+
+async def republish(resources: Resources) -> int | None:
+    """Bring the index in line with the catalog (an update, or a rebuild when the type needs one) on a worker
+    thread, then serve it; returns the served version (None while nothing is published)."""
+    sessions = resources.sessions
+    if sessions is None:
+        raise IndexerError("the catalog is not open")
+    meta = await asyncio.to_thread(sync_index, sessions, resources.settings.index_dir)
+    if meta is None:
+        return None
+    return (await resources.reload()).version

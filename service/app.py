@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from . import errors
+from .deps import ReaderDep
 from .logs import AccessLog
 from .resources import EncoderFactory, Resources
 from .routes import admin, docs, ops, search, videos, web
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Text-to-video search over a catalog of indexed clips.
 
 Search with `GET /search?q=...`; results carry a thumbnail and a media URL with a `#t=start,end` fragment.
-Admin routes need the `X-API-Key` header (set `TVR_API_KEY` on the server to enable them)."""
+Admin routes need the `X-API-Key` header (set `TVR_API_KEY` on the server to enable them). A server with
+`TVR_READ_API_KEY` set asks for that key (or the admin key) on every route but `/healthz`, `/readyz` and the
+search page itself, in the `X-API-Key` header or the `tvr_key` cookie."""
 
 
 @asynccontextmanager
@@ -47,13 +50,21 @@ def create_app(settings: ServiceSettings | None = None, *, encoder_factory: Enco
     except PackageNotFoundError:
         app_version = "0"
     app = FastAPI(
-        title="tvr", version=app_version, description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="tvr",
+        version=app_version,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served by docs.router, behind the read key
     )
     app.state.resources = Resources(settings, encoder_factory)
     errors.install(app)
     app.add_middleware(AccessLog, metrics=app.state.resources.metrics)
-    for module in (search, videos, admin, ops, web):
-        app.include_router(module.router)
+    for module in (search, videos, admin, ops, docs):  # catalog data, metrics and the API's schema
+        app.include_router(module.router, dependencies=[ReaderDep])
+    app.include_router(ops.health)
+    app.include_router(web.router)  # the page itself holds no data: it asks for the read key when needed
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
-    docs.install(app)  # Swagger UI from local files, not FastAPI's CDN
+    docs.install(app)  # Swagger UI's files from the local package, not FastAPI's CDN
     return app

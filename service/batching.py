@@ -11,6 +11,12 @@ libgomp gives every thread that starts parallel work its own pool of OpenMP thre
 more threads than there are cores it makes them sleep after each operation instead of spinning. A query
 then took twice as long, and concurrent searches on many threads fought the encoder for the two cores
 (docs/BENCHMARKS.md, "Search service").
+
+A batch isolates its requests: when encoding or searching the batch fails (or answers with the wrong
+number of results), each of its queries is answered again on its own, so only the query that fails gets
+the error. A request waits at most ``timeout_s``: then it gets ``SearchUnavailable`` (a 503), and a batch
+that has not finished by then is abandoned to its thread, which is replaced. The draining task restarts
+itself if anything outside its guarded part ever ends it.
 """
 
 from __future__ import annotations
@@ -20,13 +26,13 @@ import contextlib
 import functools
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+from cachetools import LRUCache
 
 from .metrics import Metrics
 
@@ -39,34 +45,13 @@ Index = TypeVar("Index")
 Result = TypeVar("Result")
 
 
+class SearchUnavailable(Exception):
+    """A search could not be answered in time (or the server is stopping); the message says why."""
+
+
 def cache_key(text: str) -> str:
     """Texts the tokenizer cannot tell apart (whitespace runs, outer spaces) share one entry."""
     return " ".join(text.split())
-
-
-class EmbeddingCache:
-    """A least-recently-used map of text -> embedding (used from the batcher's thread only)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def get(self, key: str) -> np.ndarray | None:
-        vector = self._items.get(key)
-        if vector is not None:
-            self._items.move_to_end(key)
-        return vector
-
-    def put(self, key: str, vector: np.ndarray) -> None:
-        if self.capacity <= 0:
-            return
-        self._items[key] = vector
-        self._items.move_to_end(key)
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass(frozen=True)
@@ -98,6 +83,7 @@ class QueryBatcher(Generic[Index, Options, Result]):
         max_batch: int = 16,
         wait_s: float = 0.0,
         cache_size: int = 4096,
+        timeout_s: float = 30.0,
         metrics: Metrics | None = None,
     ) -> None:
         self._encode_fn = encode_fn
@@ -105,16 +91,35 @@ class QueryBatcher(Generic[Index, Options, Result]):
         self.metrics = metrics or Metrics()
         self.max_batch = max_batch
         self.wait_s = wait_s
-        self.cache = EmbeddingCache(cache_size)
+        self.timeout_s = timeout_s
+        self.cache: LRUCache[str, np.ndarray] | None = LRUCache(cache_size) if cache_size > 0 else None
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight: list[_Job] = []  # the batch being answered
+        self._closing = False
+        self._threads_started = 0
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tvr-queries")
+        self._executor = self._new_thread()
+        self._start_draining()
+
+    def _new_thread(self) -> ThreadPoolExecutor:
+        self._threads_started += 1
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tvr-queries-{self._threads_started}")
+
+    def _start_draining(self) -> None:
         self._task = asyncio.create_task(self._drain(), name="tvr-query-batches")
+        self._task.add_done_callback(self._drain_ended)
+
+    def _drain_ended(self, task: asyncio.Task[None]) -> None:
+        if self._closing or task.cancelled():
+            return
+        log.error("the query batching loop ended (%r); restarting it", task.exception())
+        self._fail(self._in_flight, SearchUnavailable("the search loop failed while answering; try again"))
+        self._in_flight = []
+        self._start_draining()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the batcher's thread (between batches): load the encoder with it."""
@@ -123,6 +128,7 @@ class QueryBatcher(Generic[Index, Options, Result]):
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -131,72 +137,148 @@ class QueryBatcher(Generic[Index, Options, Result]):
         waiting = list(self._in_flight)
         while self._queue is not None and not self._queue.empty():
             waiting.append(self._queue.get_nowait())
-        for job in waiting:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the server is shutting down"))
+        self._fail(waiting, SearchUnavailable("the server is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
     async def search(self, texts: Sequence[str], options: Options, index: Index) -> list[Result]:
-        """One result per text, in order."""
+        """One result per text, in order; ``SearchUnavailable`` after ``timeout_s`` without an answer."""
         if self._queue is None:
             raise RuntimeError("QueryBatcher.start() was not awaited")
         loop = asyncio.get_running_loop()
         jobs = [_Job(cache_key(text), index, options, loop.create_future()) for text in texts]
         for job in jobs:
             self._queue.put_nowait(job)
-        return list(await asyncio.gather(*(job.future for job in jobs)))
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(job.future for job in jobs)), self.timeout_s))
+        except asyncio.TimeoutError:
+            raise SearchUnavailable(
+                f"no answer within {self.timeout_s:g} s (TVR_SEARCH_TIMEOUT_S): the search thread is busy or stuck"
+            ) from None
+
+    # --- the draining task (event loop) ------------------------------------------------------------------
 
     async def _drain(self) -> None:
         assert self._queue is not None
-        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            if self.wait_s > 0 and self._queue.qsize() < self.max_batch - 1:
-                await asyncio.sleep(self.wait_s)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [job for job in batch if not job.future.done()]  # requests that gave up meanwhile
+            batch = await self._next_batch(self._queue)
             if not batch:
                 continue
             self._in_flight = batch
             try:
-                results = await loop.run_in_executor(self._executor, self._answer, batch)
-            except Exception as exc:  # every request of the batch gets the error; the loop goes on
+                results = await self._answer_in_thread(batch)
+                if len(results) != len(batch):  # a bug in _answer: never leave a request waiting
+                    raise RuntimeError(f"{len(results)} answers for {len(batch)} queries")
+                for job, result in zip(batch, results, strict=True):
+                    self._settle(job, result)
+            except Exception as exc:
                 log.exception("answering %d queries failed", len(batch))
-                results = [exc] * len(batch)
+                self._fail(batch, exc)
             finally:
                 self._in_flight = []
-            for job, result in zip(batch, results, strict=True):
-                if job.future.done():
-                    continue
-                if isinstance(result, Exception):
-                    job.future.set_exception(result)
-                else:
-                    job.future.set_result(result)
 
-    def _answer(self, batch: list[_Job]) -> Sequence[Result]:
-        """On the batcher's thread: embeddings (cached or encoded together), then one search_fn call."""
+    async def _next_batch(self, queue: asyncio.Queue[_Job]) -> list[_Job]:
+        batch = [await queue.get()]
+        if self.wait_s > 0 and queue.qsize() < self.max_batch - 1:
+            await asyncio.sleep(self.wait_s)
+        while len(batch) < self.max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+        return [job for job in batch if not job.future.done()]  # requests that gave up meanwhile
+
+    async def _answer_in_thread(self, batch: list[_Job]) -> list[Result | Exception]:
+        """``_answer`` on the batcher's thread; a batch still running after ``timeout_s`` is abandoned to its
+        thread and a fresh thread takes the next ones."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, self._answer, batch), self.timeout_s)
+        except asyncio.TimeoutError:
+            log.error("a batch of %d queries ran for over %g s: abandoned to its thread", len(batch), self.timeout_s)
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+            self._executor = self._new_thread()
+            return [SearchUnavailable(f"the search took over {self.timeout_s:g} s and was abandoned")] * len(batch)
+
+    @staticmethod
+    def _settle(job: _Job, result: object) -> None:
+        if job.future.done():
+            return
+        if isinstance(result, Exception):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: Exception) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    # --- the batcher's thread --------------------------------------------------------------------------------
+
+    def _answer(self, batch: list[_Job]) -> list[Result | Exception]:
+        """One result or exception per job: embeddings (cached or encoded together), then one search_fn call;
+        what fails together is tried again one query at a time."""
         vectors = self._vectors([job.key for job in batch])
-        return self._search_fn(
-            [Query(vector, job.index, job.options) for vector, job in zip(vectors, batch, strict=True)]
-        )
+        answers: list[Result | Exception] = [Exception("unanswered")] * len(batch)
+        queries: list[tuple[int, Query[Index, Options]]] = []
+        for i, (job, vector) in enumerate(zip(batch, vectors, strict=True)):
+            if isinstance(vector, Exception):
+                answers[i] = vector
+            else:
+                queries.append((i, Query(vector, job.index, job.options)))
+        for (i, _), answer in zip(queries, self._searched([q for _, q in queries]), strict=True):
+            answers[i] = answer
+        return answers
 
-    def _vectors(self, keys: list[str]) -> list[np.ndarray]:
-        found = {key: vector for key in set(keys) if (vector := self.cache.get(key)) is not None}
+    def _searched(self, queries: list[Query[Index, Options]]) -> list[Result | Exception]:
+        if not queries:
+            return []
+        try:
+            results = list(self._search_fn(queries))
+            if len(results) != len(queries):
+                raise RuntimeError(f"the search answered {len(results)} results for {len(queries)} queries")
+            return list(results)
+        except Exception as exc:
+            if len(queries) == 1:
+                log.warning("a search failed: %s: %s", type(exc).__name__, exc)
+                return [exc]
+            log.warning("a batch of %d searches failed (%s); answering each alone", len(queries), exc)
+            return [answer for query in queries for answer in self._searched([query])]
+
+    def _vectors(self, keys: list[str]) -> list[np.ndarray | Exception]:
+        cache = self.cache
+        found: dict[str, np.ndarray | Exception] = {}
+        if cache is not None:
+            found = {key: vector for key in set(keys) if (vector := cache.get(key)) is not None}
         missing = sorted(set(keys) - found.keys())
         hits = sum(key in found for key in keys)  # a text twice in one batch counts twice
         self.metrics.query_cache.labels("hit").inc(hits)
         self.metrics.query_cache.labels("miss").inc(len(keys) - hits)
         if missing:
-            started = time.perf_counter()
-            encoded = self._encode_fn(missing)
-            self.metrics.encode_seconds.observe(time.perf_counter() - started)
-            self.metrics.encode_batch.observe(len(missing))
-            for key, vector in zip(missing, encoded, strict=True):
-                vector = np.ascontiguousarray(vector, dtype=np.float32)
-                vector.setflags(write=False)
-                found[key] = vector
-                self.cache.put(key, vector)
+            found.update(self._encoded(missing))
         return [found[key] for key in keys]
+
+    def _encoded(self, texts: list[str]) -> dict[str, np.ndarray | Exception]:
+        """Embeddings of ``texts`` in one encoder call; if that fails, each text alone, so only the texts
+        that fail get the error."""
+        started = time.perf_counter()
+        try:
+            encoded = self._encode_fn(texts)
+            if len(encoded) != len(texts):
+                raise RuntimeError(f"the encoder answered {len(encoded)} embeddings for {len(texts)} texts")
+        except Exception as exc:
+            if len(texts) == 1:
+                log.warning("a query could not be encoded: %s: %s", type(exc).__name__, exc)
+                return {texts[0]: exc}
+            return {key: value for text in texts for key, value in self._encoded([text]).items()}
+        self.metrics.encode_seconds.observe(time.perf_counter() - started)
+        self.metrics.encode_batch.observe(len(texts))
+        vectors: dict[str, np.ndarray | Exception] = {}
+        for text, row in zip(texts, encoded, strict=True):
+            vector = np.ascontiguousarray(row, dtype=np.float32)
+            vector.setflags(write=False)
+            vectors[text] = vector
+            if self.cache is not None:
+                self.cache[text] = vector
+        return vectors

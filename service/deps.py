@@ -9,15 +9,19 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import Depends, HTTPException, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyCookie, APIKeyHeader
 from sqlalchemy.orm import Session
 
 from indexer.store import PublishedIndex
 
+from .access import Viewer
 from .resources import Resources
 from .settings import ServiceSettings
+
+KEY_COOKIE = "tvr_key"
 
 
 async def get_resources(request: Request) -> Resources:
@@ -50,8 +54,43 @@ def catalog_session(resources: ResourcesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(catalog_session)]
 
 api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="Admin routes: the value of TVR_API_KEY on the server."
+    name="X-API-Key",
+    auto_error=False,
+    description="TVR_API_KEY (admin routes), or TVR_READ_API_KEY (every route, when the server sets it).",
 )
+key_cookie = APIKeyCookie(
+    name=KEY_COOKIE, auto_error=False, description="The read key, as the search page keeps it for its player."
+)
+CHALLENGE = {"WWW-Authenticate": "X-API-Key"}
+
+
+def _matches(key: str | None, expected: str) -> bool:
+    return bool(key) and secrets.compare_digest(str(key).encode(), expected.encode())
+
+
+async def require_reader(
+    settings: SettingsDep,
+    key: Annotated[str | None, Security(api_key_header)],
+    cookie: Annotated[str | None, Security(key_cookie)],
+) -> None:
+    """With TVR_READ_API_KEY set: 401 unless the header or cookie holds the read key or the admin key."""
+    allowed = settings.keys_granting_reads()
+    cookie = unquote(cookie) if cookie else None  # the page percent-encodes the key it stores
+    if settings.read_api_key is None or any(_matches(given, k) for given in (key, cookie) for k in allowed):
+        return
+    detail = "this server needs its read key" if not (key or cookie) else "wrong key"
+    raise HTTPException(401, f"{detail}: send it in the X-API-Key header (TVR_READ_API_KEY)", headers=CHALLENGE)
+
+
+ReaderDep = Depends(require_reader)
+
+
+async def get_viewer(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> Viewer:
+    """Who asks: a request with the admin key sees server paths and videos that are not indexed."""
+    return Viewer(admin=settings.api_key is not None and _matches(key, settings.api_key.get_secret_value()))
+
+
+ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 
 
 async def require_admin(settings: SettingsDep, key: Annotated[str | None, Security(api_key_header)]) -> None:
@@ -59,9 +98,9 @@ async def require_admin(settings: SettingsDep, key: Annotated[str | None, Securi
     if settings.api_key is None:
         raise HTTPException(403, "admin routes are disabled: start the server with TVR_API_KEY set to enable them")
     if not key:
-        raise HTTPException(401, "this route needs the X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"})
-    if not secrets.compare_digest(key.encode(), settings.api_key.get_secret_value().encode()):
-        raise HTTPException(401, "wrong X-API-Key", headers={"WWW-Authenticate": "X-API-Key"})
+        raise HTTPException(401, "this route needs the X-API-Key header", headers=CHALLENGE)
+    if not _matches(key, settings.api_key.get_secret_value()):
+        raise HTTPException(401, "wrong X-API-Key", headers=CHALLENGE)
 
 
 AdminDep = Annotated[None, Depends(require_admin)]

@@ -14,14 +14,19 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .batching import SearchUnavailable
 from .resources import NotReady
-from .schemas import NOT_BLANK
+from .schemas import NOT_BLANK, Problem
 
 log = logging.getLogger(__name__)
 
 # The standard responses routes document besides their own.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    503: {"description": "Not ready: the encoder, catalog or index is still loading or missing."},
+    401: {"model": Problem, "description": "The server needs its read key (TVR_READ_API_KEY) and got none."},
+    503: {
+        "model": Problem,
+        "description": "Not ready (the encoder, catalog or index is loading or missing), or no answer in time.",
+    },
 }
 
 
@@ -60,6 +65,10 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
 
 async def not_ready(_: Request, exc: NotReady) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": f"not ready: {exc}"}, headers={"Retry-After": "5"})
+
+
+async def search_unavailable(_: Request, exc: SearchUnavailable) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -105,6 +114,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotReady, not_ready)  # type: ignore[arg-type]
+    app.add_exception_handler(SearchUnavailable, search_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(OperationalError, catalog_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected_error)

@@ -1,8 +1,12 @@
 """Files over HTTP with byte ranges (RFC 9110 section 14), so a browser can seek in a video.
 
 One range per request: ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` gets 206 with exactly those bytes; a
-range that is malformed or starts past the end gets 416 with ``Content-Range: bytes */size``; a list of
-several ranges is answered with the whole file (200), which the RFC allows.
+byte range that is malformed or starts past the end gets 416 with ``Content-Range: bytes */size``; a list
+of several ranges is answered with the whole file (200), which the RFC allows, and so is a range in a unit
+other than bytes, which the RFC requires a server to ignore (section 14.2).
+
+Starlette's ``FileResponse`` serves ranges too, but answers another unit with 400 and several ranges with
+a multipart body; this keeps the behaviour above.
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ class RangeNotSatisfiable(HTTPException):
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """The inclusive (first, last) byte of a one-range ``Range`` header; None to send the whole file."""
     value = header.strip().replace(" ", "")
-    if "," in value and value.startswith("bytes="):
+    unit, equals, _ = value.partition("=")
+    if not equals or unit.lower() != "bytes":
+        return None  # a unit this server does not know: ignore the header (RFC 9110, 14.2)
+    value = "bytes=" + value[len(unit) + 1 :]
+    if "," in value:
         return None  # several ranges: the whole file instead of multipart/byteranges
     match = _SINGLE_RANGE.match(value)
     if match is None:

@@ -28,6 +28,7 @@ from indexer.errors import IndexerError
 from indexer.store import PublishedIndex
 
 from .batching import Query, QueryBatcher
+from .jobs import JobRunner
 from .metrics import Metrics
 from .search import SearchOptions, SearchResult, search
 from .settings import ServiceSettings
@@ -90,6 +91,7 @@ class Resources:
             max_batch=settings.batch_size,
             wait_s=settings.batch_wait_ms / 1000,
             cache_size=settings.cache_size,
+            timeout_s=settings.search_timeout_s,
             metrics=self.metrics,
         )
         self.index: PublishedIndex | None = None  # replaced whole, never mutated
@@ -100,7 +102,7 @@ class Resources:
         self.on_fatal: Callable[[str], None] | None = None  # the server's way to stop itself
         self.catalog_checkpoints: dict[str, int] = {}
         self._reload_lock = asyncio.Lock()
-        self.admin_lock = asyncio.Lock()  # serialises deletes (each republishes the index)
+        self.jobs = JobRunner()  # admin work off the request path (republishing after a delete)
         self._load_task: asyncio.Task[None] | None = None
         self._writer: Engine | None = None
 
@@ -113,6 +115,7 @@ class Resources:
     async def close(self) -> None:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
+        await self.jobs.close()
         await self.queries.close()
         for engine in (self.engine, self._writer):
             if engine is not None:
@@ -288,4 +291,4 @@ class Resources:
         return self.encoder.encode_text(list(texts)).cpu().numpy()
 
     def _search(self, queries: list[Query[PublishedIndex, SearchOptions]]) -> list[SearchResult]:
-        return search(queries, self.read_session, self.settings.result_window, self.metrics)
+        return search(queries, self.read_session, self.settings.result_window, self.metrics, self.settings.media_roots)

@@ -1,4 +1,4 @@
-"""Request and response models: the JSON shapes of DESIGN.md's REST table, and the limits on input."""
+"""Request and response models: the JSON shapes of the REST API (docs/ARCHITECTURE.md), and the limits on input."""
 
 from __future__ import annotations
 
@@ -165,8 +165,17 @@ class ReloadResponse(BaseModel):
     vectors: int
 
 
-class DeleteResponse(BaseModel):
-    deleted: int = Field(description="Id of the deleted video.")
-    path: str
-    index_version: int | None
-    vectors: int | None
+class DeleteAccepted(BaseModel):
+    deleted: int = Field(description="Id of the deleted video (gone from the catalog and from searches).")
+    path: str = Field(description="Its file on the server.")
+    job_id: str = Field(description="The background job that republishes the index: GET /admin/jobs/{job_id}.")
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str = Field(description="What the job does: 'republish' brings the index in line with the catalog.")
+    state: Literal["queued", "running", "succeeded", "failed"]
+    error: str | None = Field(description="Why it failed.")
+    index_version: int | None = Field(description="The index version served when it succeeded.")
+    created_at: datetime
+    finished_at: datetime | None

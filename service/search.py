@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from indexer.queries import ClipRow, clip_rows
 from indexer.store import PublishedIndex
 
+from .access import inside_roots
 from .batching import Query
 from .metrics import Metrics
 
@@ -105,9 +107,11 @@ def search(
     sessions: SessionFactory,
     window: int,
     metrics: Metrics | None = None,
+    media_roots: Sequence[Path] = (),
 ) -> list[SearchResult]:
     """Results of several queries at once, in order: one FAISS call per index and search depth among
-    them, then one catalog look-up for all their pages."""
+    them, then one catalog look-up for all their pages. Clips of videos outside ``media_roots`` (when
+    there are any) are left out like deleted ones."""
     groups: dict[tuple[int, int | None, int | None], list[int]] = {}
     for i, query in enumerate(queries):
         groups.setdefault((id(query.index), query.options.nprobe, query.options.ef_search), []).append(i)
@@ -128,6 +132,8 @@ def search(
     started = time.perf_counter()
     with sessions() as session:
         rows = clip_rows(session, wanted)
+    if media_roots:
+        rows = {clip_id: row for clip_id, row in rows.items() if inside_roots(row.path, media_roots)}
     results = [
         page_of(rows, scores, ids, query.options) for query, (scores, ids) in zip(queries, candidates, strict=True)
     ]

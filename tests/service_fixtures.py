@@ -34,10 +34,15 @@ class ServiceCorpus:
     data_dir: Path
     checkpoint: str
     titles: dict[str, str]  # absolute video path -> title (its caption)
+    media_root: Path  # the folder holding the videos: the servers' TVR_MEDIA_ROOTS
 
     @property
     def videos(self) -> int:
         return len(self.titles)
+
+    def file(self, shown: str) -> Path:
+        """The video file of a path as the API shows it (relative to the media root)."""
+        return self.media_root / shown
 
     def settings(self, **overrides: Any):  # type: ignore[no-untyped-def]
         from service.settings import ServiceSettings
@@ -49,6 +54,7 @@ class ServiceCorpus:
             "checkpoint": self.checkpoint,
             "database_url": "",
             "text_dtype": "float32",
+            "media_roots": [self.media_root],
         }
         return ServiceSettings(**{**values, **overrides})
 
@@ -63,7 +69,7 @@ class ServiceCorpus:
             source.backup(target)
         source.close()
         target.close()
-        return ServiceCorpus(dest, self.checkpoint, self.titles)
+        return ServiceCorpus(dest, self.checkpoint, self.titles, self.media_root)
 
 
 def build_corpus(root: Path, checkpoint: str, encoder: Any, videos: int = VIDEOS) -> ServiceCorpus:
@@ -86,7 +92,7 @@ def build_corpus(root: Path, checkpoint: str, encoder: Any, videos: int = VIDEOS
     )
     assert summary.indexed == videos and not summary.failed, summary
     titles = {str((root / "synth" / r["video"]).resolve()): r["caption"] for r in rows}
-    return ServiceCorpus(settings.data_dir, checkpoint, titles)
+    return ServiceCorpus(settings.data_dir, checkpoint, titles, (root / "synth").resolve())
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ def test_migrate_ingest_serve_search_against_postgresql(tmp_path: Path, postgres
         "TVR_DATA_DIR": str(tmp_path / "data"),
         "TVR_CHECKPOINT": tiny_checkpoint,
         "TVR_API_KEY": "startup-test-key",
+        "TVR_MEDIA_ROOTS": str(library),  # as compose mounts the library at /videos and serves only that
         "OMP_NUM_THREADS": "1",
     }
     _tvr("db", "upgrade", env=env)
@@ -73,7 +74,11 @@ def test_migrate_ingest_serve_search_against_postgresql(tmp_path: Path, postgres
         assert answer.status_code == 200, answer.text
         body = answer.json()
         assert body["total"] >= 3 and len(body["results"]) == 3
-        assert all(r["video"]["path"].startswith(str(library)) for r in body["results"])
+        assert all(r["video"]["path"].startswith("videos/synth_") for r in body["results"])  # relative to the root
+        media = httpx.get(f"{base}{body['results'][0]['media_url'].split('#')[0]}", timeout=30)
+        assert (
+            media.status_code == 200 and media.content == (library / body["results"][0]["video"]["path"]).read_bytes()
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

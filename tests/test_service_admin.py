@@ -111,23 +111,59 @@ def test_reload_keeps_serving_when_the_new_index_has_another_checkpoint(private_
     assert httpx.get(f"{server.url}/search", params={"q": "a red circle"}).status_code == 200
 
 
-def test_delete_video_removes_it_from_catalog_results_and_index(private_corpus, start_server, api_key) -> None:
+def wait_for_job(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while (job := http.get(f"/admin/jobs/{job_id}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
+
+
+def test_delete_answers_once_the_catalog_changed_and_republishes_in_the_background(
+    private_corpus, start_server, api_key, monkeypatch
+) -> None:
+    import service.admin
+
+    republishing, finish = threading.Event(), threading.Event()
+    real_sync = service.admin.sync_index
+
+    def held_sync(*args, **kwargs):  # type: ignore[no-untyped-def]
+        republishing.set()
+        assert finish.wait(30), "the test never released the index job"
+        return real_sync(*args, **kwargs)
+
+    monkeypatch.setattr(service.admin, "sync_index", held_sync)
     server = start_server(private_corpus.settings(api_key=api_key))
     http = httpx.Client(base_url=server.url, headers={"X-API-Key": api_key}, timeout=30)
     video = http.get("/videos/2").json()
-    vectors = http.get("/readyz").json()["vectors"]
+    ready = http.get("/readyz").json()
     answer = http.delete("/videos/2")
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == 202, answer.text
     assert answer.json()["deleted"] == 2 and answer.json()["path"] == video["path"]
-    assert answer.json()["vectors"] == vectors - video["clip_count"]
-    assert http.get("/readyz").json()["vectors"] == vectors - video["clip_count"]
+    job_id = answer.json()["job_id"]
+    # the answer came while the index job is still held: the request did not wait for the index change
+    assert republishing.wait(30) and http.get(f"/admin/jobs/{job_id}").json()["state"] == "running"
     assert http.get("/videos/2").status_code == 404
     for clip in video["clips"]:
         assert http.get(clip["thumbnail_url"]).status_code == 404
+    hits = http.get("/search", params={"q": video["title"], "k": 100}).json()  # searches go on meanwhile
+    assert 2 not in {h["video_id"] for h in hits["results"]} and len(hits["results"]) > 0
+    assert http.get("/readyz").json()["index_version"] == ready["index_version"]
+    finish.set()
+    job = wait_for_job(http, job_id)
+    assert job["state"] == "succeeded" and job["error"] is None and job["index_version"] == ready["index_version"] + 1
+    after = http.get("/readyz").json()
+    assert after["index_version"] == job["index_version"] and after["vectors"] == ready["vectors"] - video["clip_count"]
     hits = http.get("/search", params={"q": video["title"], "k": 100}).json()
-    assert hits["total"] == vectors - video["clip_count"] and 2 not in {h["video_id"] for h in hits["results"]}
+    assert hits["total"] == ready["vectors"] - video["clip_count"]
     again = http.delete("/videos/2")
     assert again.status_code == 404 and "no video with id 2" in again.json()["detail"]
+
+
+def test_jobs_need_the_admin_key_and_unknown_ones_are_404(live_server, api_key) -> None:
+    assert httpx.get(f"{live_server.url}/admin/jobs/abc").status_code == 401
+    unknown = httpx.get(f"{live_server.url}/admin/jobs/abc", headers={"X-API-Key": api_key})
+    assert unknown.status_code == 404 and "no job with id abc" in unknown.json()["detail"]
 
 
 def test_not_ready_until_loaded(private_corpus, start_server) -> None:

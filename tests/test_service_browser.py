@@ -96,3 +96,31 @@ def test_api_reference_renders_from_local_files_only(browser, live_server) -> No
     assert {"/search", "/videos/{video_id}/media", "/readyz"} <= {p.replace("\u200b", "") for p in paths}
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert loaded and all(url.startswith(live_server.url) for url in loaded), loaded
+
+
+def test_a_server_with_a_read_key_asks_for_it_once_and_then_streams(browser, service_corpus, start_server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = "browser-read-key-0123456789"
+    server = start_server(service_corpus.settings(read_api_key=key))
+    browser.delete_all_cookies()
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "q").send_keys("a red circle moves to the right", Keys.ENTER)
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
+    assert "read key" in browser.find_element(By.ID, "status").text
+    assert not browser.find_elements(By.CSS_SELECTOR, "#results .result")
+    browser.find_element(By.ID, "key").send_keys(key, Keys.ENTER)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) >= 5)
+    wait.until(  # thumbnails come with the cookie the page set
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#results .result img')].slice(0, 5)"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+    )
+    browser.find_elements(By.CSS_SELECTOR, "#results .result")[0].click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('video').readyState >= 1"))
+    assert browser.execute_script("return document.getElementById('video').error") is None
+    assert not browser.find_element(By.ID, "key-form").is_displayed()

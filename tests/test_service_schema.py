@@ -1,8 +1,9 @@
 """schemathesis against the running app's own /openapi.json: no 5xx, every answer matches the schema.
 
 Property-based: for each operation, requests generated from the schema (and some that break it) go over
-real HTTP to the shared server; every response must be a documented status with a body of the documented
-shape and content type, and schema-invalid requests must be refused with a 4xx.
+real HTTP to a server of the session corpus that asks for its read key (TVR_READ_API_KEY); every response
+must be a documented status with a body of the documented shape and content type, schema-invalid requests
+must be refused with a 4xx, and a request without the key must get a 401.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from hypothesis import HealthCheck, settings
 pytest_plugins = ["service_fixtures"]
 
 
-@pytest.fixture(scope="session")
-def api_schema(live_server):  # type: ignore[no-untyped-def]
-    return schemathesis.openapi.from_url(f"{live_server.url}/openapi.json")
+READ_KEY = "test-read-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def api_schema(service_corpus, api_key):  # type: ignore[no-untyped-def]
+    from service_fixtures import ThreadedServer
+
+    with ThreadedServer(service_corpus.settings(api_key=api_key, read_api_key=READ_KEY)).start() as server:
+        yield schemathesis.openapi.from_url(f"{server.url}/openapi.json", headers={"X-API-Key": READ_KEY})
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
@@ -30,4 +37,4 @@ schema = schemathesis.pytest.from_fixture("api_schema")
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 def test_api_conforms_to_its_schema(case) -> None:  # type: ignore[no-untyped-def]
-    case.call_and_validate()
+    case.call_and_validate(headers={"X-API-Key": READ_KEY})

@@ -1,19 +1,20 @@
-"""Admin routes, behind ``X-API-Key``: swap in the newest index, delete a video."""
+"""Admin routes, behind ``X-API-Key``: swap in the newest index, delete a video, follow a background job."""
 
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Path, status
 from fastapi.concurrency import run_in_threadpool
 
 from indexer.errors import IndexerError
 
-from ..admin import UnknownVideo, delete_video
+from ..admin import UnknownVideo, delete_from_catalog, republish
 from ..deps import AdminDep, ResourcesDep
 from ..errors import ERROR_RESPONSES
 from ..resources import CheckpointMismatch
-from ..schemas import DeleteResponse, Problem, ReloadResponse
+from ..schemas import DeleteAccepted, JobOut, Problem, ReloadResponse
 from .videos import VideoId
 
 log = logging.getLogger(__name__)
@@ -44,27 +45,41 @@ async def reload_index(_: AdminDep, resources: ResourcesDep) -> ReloadResponse:
 
 @router.delete(
     "/videos/{video_id}",
-    response_model=DeleteResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeleteAccepted,
     responses={404: {"model": Problem, "description": "No such video."}},
 )
-async def delete_video_route(_: AdminDep, resources: ResourcesDep, video_id: VideoId) -> DeleteResponse:
-    """Delete a video with its clips and thumbnails, republish the index and serve it."""
+async def delete_video(_: AdminDep, resources: ResourcesDep, video_id: VideoId) -> DeleteAccepted:
+    """Delete a video with its clips and thumbnails. The answer comes once the catalog change is committed
+    (searches leave the video out from then on); the index is republished by a background job."""
     resources.require_ready()
-    async with resources.admin_lock:  # one delete-and-republish at a time
-        try:
-            path, meta = await run_in_threadpool(delete_video, resources, video_id)
-        except UnknownVideo as exc:
-            raise HTTPException(404, str(exc)) from None
-        if meta is not None:
-            try:
-                await resources.reload()
-            except (CheckpointMismatch, IndexerError) as exc:  # deleted, but the new index is not served
-                log.error("video %d deleted but the new index could not be served: %s", video_id, exc)
-    log.info("deleted video %d (%s)", video_id, path)
-    served = resources.index
-    return DeleteResponse(
-        deleted=video_id,
-        path=path,
-        index_version=served.meta.version if served is not None else None,
-        vectors=int(served.index.ntotal) if served is not None else None,
+    try:
+        path = await run_in_threadpool(delete_from_catalog, resources, video_id)
+    except UnknownVideo as exc:
+        raise HTTPException(404, str(exc)) from None
+    job = resources.jobs.submit("republish", lambda: republish(resources))
+    log.info("deleted video %d (%s); index job %s", video_id, path, job.id)
+    return DeleteAccepted(deleted=video_id, path=path, job_id=job.id)
+
+
+@router.get(
+    "/admin/jobs/{job_id}", response_model=JobOut, responses={404: {"model": Problem, "description": "No such job."}}
+)
+async def get_job(
+    _: AdminDep,
+    resources: ResourcesDep,
+    job_id: Annotated[str, Path(min_length=1, max_length=64, description="A job id from an admin answer.")],
+) -> JobOut:
+    """A background job: `queued`, `running`, `succeeded` (with the index version it served) or `failed`."""
+    job = resources.jobs.get(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job with id {job_id} (jobs are kept in memory, newest first, until a restart)")
+    return JobOut(
+        id=job.id,
+        kind=job.kind,
+        state=job.state.value,
+        error=job.error,
+        index_version=job.index_version,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
     )

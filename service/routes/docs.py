@@ -1,4 +1,5 @@
-"""The interactive API reference at ``/docs``: Swagger UI served by the app itself, so it works offline.
+"""The API's schema at ``/openapi.json`` and its interactive reference at ``/docs``: Swagger UI served by the
+app itself, so it works offline.
 
 FastAPI's own ``/docs`` loads Swagger UI from a CDN. The same page is built here over the Swagger UI 5
 files that the ``fastapi-swagger`` package ships, mounted under ``/docs/assets``.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -15,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS_URL = "/docs/assets"
+OPENAPI_URL = "/openapi.json"
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,11 +27,16 @@ def swagger_ui_dir() -> Path:
     return Path(str(files("fastapi_swagger") / "resources"))
 
 
+@router.get(OPENAPI_URL)
+def openapi_schema(request: Request) -> dict[str, Any]:
+    return request.app.openapi()
+
+
 @router.get("/docs")
 def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "").rstrip("/")
     return get_swagger_ui_html(
-        openapi_url=root + request.app.openapi_url,
+        openapi_url=root + OPENAPI_URL,
         title=f"{request.app.title} - API",
         swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
@@ -37,6 +45,6 @@ def swagger_ui(request: Request) -> HTMLResponse:
 
 
 def install(app: FastAPI) -> None:
-    """Add ``/docs`` and its assets to ``app`` (created with ``docs_url=None``)."""
-    app.include_router(router)
+    """Mount Swagger UI's files (the library's own code, no data) for ``/docs``; ``router`` is included by
+    the app behind the read key."""
     app.mount(ASSETS_URL, StaticFiles(directory=swagger_ui_dir()), name="docs-assets")

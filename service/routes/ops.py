@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness and readiness (open to every client), and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..deps import ResourcesDep
 from ..schemas import Health, Readiness
 
+health = APIRouter(tags=["operations"])  # open to every client: load balancers and orchestrators probe them
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health)
+@health.get("/healthz", response_model=Health)
 def healthz() -> Health:
     """Liveness: the process answers."""
     return Health()
 
 
-@router.get(
+@health.get(
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready: `stage` says what is loading or missing."}},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,7 +12,8 @@ from fastapi import APIRouter, Query
 from indexer.store import PublishedIndex
 
 from .. import search as engine
-from ..deps import IndexDep, ResourcesDep
+from ..access import Viewer, shown_path
+from ..deps import IndexDep, ResourcesDep, ViewerDep
 from ..errors import ERROR_RESPONSES
 from ..resources import Resources
 from ..schemas import (
@@ -34,7 +36,9 @@ from ..urls import media_url, thumbnail_url
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 
 
-def to_response(query: str, took_ms: float, result: engine.SearchResult) -> SearchResponse:
+def to_response(
+    query: str, took_ms: float, result: engine.SearchResult, media_roots: list[Path], viewer: Viewer
+) -> SearchResponse:
     return SearchResponse(
         query=query,
         took_ms=round(took_ms, 3),
@@ -46,7 +50,10 @@ def to_response(query: str, took_ms: float, result: engine.SearchResult) -> Sear
                 clip_id=hit.clip.clip_id,
                 video_id=hit.clip.video_id,
                 video=VideoRef(
-                    id=hit.clip.video_id, title=hit.clip.title, path=hit.clip.path, duration=hit.clip.duration
+                    id=hit.clip.video_id,
+                    title=hit.clip.title,
+                    path=shown_path(hit.clip.path, media_roots, viewer),
+                    duration=hit.clip.duration,
                 ),
                 start=hit.clip.start,
                 end=hit.clip.end,
@@ -77,6 +84,7 @@ async def run_search(
 async def search_get(
     resources: ResourcesDep,
     index: IndexDep,
+    viewer: ViewerDep,
     q: Annotated[
         str,
         Query(
@@ -97,7 +105,7 @@ async def search_get(
     """Clips that best match the query, best first."""
     options = engine.SearchOptions(k, offset, group_by, min_score, nprobe, ef_search)
     results, took_ms = await run_search(resources, index, [q], options)
-    return to_response(q, took_ms, results[0])
+    return to_response(q, took_ms, results[0], resources.settings.media_roots, viewer)
 
 
 @router.post(
@@ -106,15 +114,18 @@ async def search_get(
     responses={400: {"model": Problem, "description": "A body that cannot be read (not UTF-8 JSON)."}},
 )
 async def search_post(
-    resources: ResourcesDep, index: IndexDep, body: SearchRequest
+    resources: ResourcesDep, index: IndexDep, viewer: ViewerDep, body: SearchRequest
 ) -> SearchResponse | MultiSearchResponse:
     """The same for a JSON body; ``q`` may be a list of queries, answered together."""
     options = engine.SearchOptions(body.k, body.offset, body.group_by, body.min_score, body.nprobe, body.ef_search)
     queries = [body.q] if isinstance(body.q, str) else list(body.q)
     results, took_ms = await run_search(resources, index, queries, options)
+    roots = resources.settings.media_roots
     if isinstance(body.q, str):
-        return to_response(body.q, took_ms, results[0])
+        return to_response(body.q, took_ms, results[0], roots, viewer)
     return MultiSearchResponse(
         took_ms=round(took_ms, 3),
-        searches=[to_response(query, took_ms, result) for query, result in zip(queries, results, strict=True)],
+        searches=[
+            to_response(query, took_ms, result, roots, viewer) for query, result in zip(queries, results, strict=True)
+        ],
     )

@@ -1,23 +1,27 @@
-"""The catalog over HTTP: videos (paginated), one video with its clips, video files, clip thumbnails."""
+"""The catalog over HTTP: videos (paginated), one video with its clips, video files, clip thumbnails.
+
+Anyone who may read sees indexed videos inside the media roots; failed and pending entries (their paths
+and error texts) only a request with the admin key. Files are served for indexed videos only.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
-from indexer import queries as catalog
-from indexer.catalog import Clip, Video, VideoStatus
+from indexer import queries
+from indexer.catalog import Video, VideoStatus
 
-from .. import catalog_queries as queries
-from ..deps import SessionDep, SettingsDep
+from ..access import Viewer, inside_roots, servable_file, shown_path, thumbnail_path
+from ..deps import SessionDep, SettingsDep, ViewerDep
 from ..errors import ERROR_RESPONSES
 from ..media import file_response
 from ..schemas import MAX_ID, ClipOut, Problem, VideoDetail, VideoOut, VideoPage
+from ..settings import ServiceSettings
 from ..urls import media_url, thumbnail_url
 
 router = APIRouter(tags=["catalog"], responses=ERROR_RESPONSES)
@@ -32,11 +36,11 @@ def utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
-def video_out(video: Video, clip_count: int) -> dict[str, object]:
+def video_out(video: Video, clip_count: int, settings: ServiceSettings, viewer: Viewer) -> dict[str, object]:
     return {
         "id": video.id,
         "title": video.title,
-        "path": video.path,
+        "path": shown_path(video.path, settings.media_roots, viewer),
         "status": video.status.value,
         "error": video.error,
         "duration": video.duration,
@@ -52,38 +56,59 @@ def video_out(video: Video, clip_count: int) -> dict[str, object]:
     }
 
 
-def known_video(session: Session, video_id: int) -> Video:
-    video = catalog.get_video(session, video_id)
-    if video is None:
+def visible_video(session: Session, video_id: int, settings: ServiceSettings, viewer: Viewer) -> Video:
+    """The video, if this viewer may see it: any for the admin, else indexed ones inside the media roots."""
+    video = queries.get_video(session, video_id)
+    if video is None or not (
+        viewer.admin or (video.status == VideoStatus.indexed and inside_roots(video.path, settings.media_roots))
+    ):
         raise HTTPException(404, f"no video with id {video_id}")
     return video
 
 
-@router.get("/videos", response_model=VideoPage)
+@router.get(
+    "/videos",
+    response_model=VideoPage,
+    responses={401: {"model": Problem, "description": "Videos that are not indexed need the admin key."}},
+)
 def list_videos(
     session: SessionDep,
+    settings: SettingsDep,
+    viewer: ViewerDep,
     offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Videos to skip.")] = 0,
     limit: Annotated[int, Query(ge=1, le=200, description="Videos per page.")] = 50,
-    status: Annotated[VideoStatus | None, Query(description="Only videos in this state.")] = None,
+    status: Annotated[
+        VideoStatus | None,
+        Query(description="Only videos in this state (default: indexed; others need the admin key)."),
+    ] = None,
 ) -> VideoPage:
     """Catalog videos in id order, one page at a time."""
-    videos, total = catalog.list_videos(session, offset=offset, limit=limit, status=status)
+    if not viewer.admin:
+        if status not in (None, VideoStatus.indexed):
+            raise HTTPException(
+                401,
+                f"listing {status.value} videos needs the admin key (X-API-Key)",
+                headers={"WWW-Authenticate": "X-API-Key"},
+            )
+        status = VideoStatus.indexed
+    inside = None if viewer.admin or not settings.media_roots else settings.media_roots
+    videos, total = queries.list_videos(session, offset=offset, limit=limit, status=status, inside=inside)
     counts = queries.clip_counts(session, [v.id for v in videos])
     return VideoPage(
         total=total,
         offset=offset,
         limit=limit,
-        videos=[VideoOut(**video_out(v, counts.get(v.id, 0))) for v in videos],
+        videos=[VideoOut(**video_out(v, counts.get(v.id, 0), settings, viewer)) for v in videos],
     )
 
 
 @router.get("/videos/{video_id}", response_model=VideoDetail, responses=NOT_FOUND)
-def get_video(session: SessionDep, video_id: VideoId) -> VideoDetail:
+def get_video(session: SessionDep, settings: SettingsDep, viewer: ViewerDep, video_id: VideoId) -> VideoDetail:
     """One video with its clips."""
-    video = known_video(session, video_id)
+    video = visible_video(session, video_id, settings, viewer)
     clips = queries.clips_of(session, video.id)
     return VideoDetail(
-        **video_out(video, len(clips)),
+        **video_out(video, len(clips), settings, viewer),
         clips=[
             ClipOut(
                 id=c.id,
@@ -104,17 +129,17 @@ def get_video(session: SessionDep, video_id: VideoId) -> VideoDetail:
     responses={
         200: {"description": "The whole file.", "content": {"video/*": {}}},
         206: {"description": "The requested byte range.", "content": {"video/*": {}}},
-        416: {"model": Problem, "description": "A malformed or unsatisfiable Range header."},
+        416: {"model": Problem, "description": "A malformed or unsatisfiable byte range."},
         **NOT_FOUND,
     },
 )
-def video_media(session: SessionDep, video_id: VideoId, request: Request) -> StreamingResponse:
+def video_media(session: SessionDep, settings: SettingsDep, video_id: VideoId, request: Request) -> StreamingResponse:
     """The video file. A `Range: bytes=FIRST-LAST` header (or `FIRST-`, `-SUFFIX`) gets 206 with those bytes,
-    so a player can seek; a malformed or unsatisfiable one gets 416."""
-    video = known_video(session, video_id)
-    path = FilePath(video.path)  # only a path the catalog holds is ever opened
-    if not path.is_file():
-        raise HTTPException(404, f"the file of video {video_id} is missing on the server")
+    so a player can seek; a malformed or unsatisfiable byte range gets 416, another unit the whole file."""
+    video = queries.get_video(session, video_id)
+    path = servable_file(video.path, video.status, settings.media_roots) if video is not None else None
+    if path is None:  # only files of indexed videos, inside the media roots, are ever opened
+        raise HTTPException(404, f"no video with id {video_id}")
     return file_response(path, request.headers.get("range"))
 
 
@@ -125,10 +150,13 @@ def video_media(session: SessionDep, video_id: VideoId, request: Request) -> Str
 )
 def clip_thumbnail(session: SessionDep, settings: SettingsDep, clip_id: ClipId) -> Response:
     """The clip's thumbnail, a JPEG."""
-    clip = session.get(Clip, clip_id)
+    clip = queries.get_clip(session, clip_id)
     if clip is None:
         raise HTTPException(404, f"no clip with id {clip_id}")
-    path = catalog.thumbnail_file(settings.thumbnails_dir, clip)  # never a path outside the thumbnails folder
+    video = queries.get_video(session, clip.video_id)
+    if video is None or video.status != VideoStatus.indexed or not inside_roots(video.path, settings.media_roots):
+        raise HTTPException(404, f"no clip with id {clip_id}")
+    path = thumbnail_path(settings.thumbnails_dir, clip.thumbnail)
     if path is None:
         raise HTTPException(404, f"clip {clip_id} has no thumbnail file on the server")
     return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})

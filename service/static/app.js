@@ -11,6 +11,8 @@ const more = document.getElementById("more");
 const player = document.getElementById("player");
 const video = document.getElementById("video");
 const nowPlaying = document.getElementById("now-playing");
+const keyForm = document.getElementById("key-form");
+const keyInput = document.getElementById("key");
 
 let current = { q: "", offset: 0, total: 0 };
 
@@ -86,6 +88,13 @@ async function search(offset) {
   try {
     const response = await fetch(`/search?${params}`);
     body = await response.json();
+    if (response.status === 401) {
+      // TVR_READ_API_KEY: the key goes into a cookie, which the thumbnails and the player send too
+      keyForm.hidden = false;
+      keyInput.focus();
+      statusLine.textContent = body.detail;
+      return;
+    }
     if (!response.ok) {
       statusLine.textContent = `Error ${response.status}: ${body.message || body.detail}`;
       return;
@@ -108,3 +117,10 @@ form.addEventListener("submit", (event) => {
   search(0);
 });
 more.addEventListener("click", () => search(current.offset));
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  document.cookie = `tvr_key=${encodeURIComponent(keyInput.value)}; path=/; SameSite=Strict`;
+  keyInput.value = "";
+  keyForm.hidden = true;
+  search(0);
+});
