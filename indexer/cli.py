@@ -5,10 +5,8 @@ Heavy libraries (torch, faiss, SQLAlchemy) are imported inside the commands so `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,31 +40,6 @@ def register(app: typer.Typer) -> None:
     app.command("delete")(delete)
     app.add_typer(index_app, name="index")
     app.add_typer(db_app, name="db")
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Our own and the model's errors, and unreachable databases, become one message and exit code 1."""
-    from sqlalchemy.exc import OperationalError
-
-    from model import CheckpointError, ConfigError
-
-    from .errors import IndexerError
-
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:  # library chatter only with --verbose
-        for name in ("faiss.loader", "alembic"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    except (IndexerError, CheckpointError, ConfigError) as exc:
-        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
-    except OperationalError as exc:
-        typer.secho(f"Error: catalog database: {exc.orig}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.secho("Interrupted: what was committed stays; run the same command again to finish.", err=True)
-        raise typer.Exit(130) from None
 
 
 def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
@@ -129,48 +102,47 @@ def ingest(
     Exit status: 0 when every video is indexed or unchanged; 3 when the run completed but some files failed
     (listed, recorded in the catalog and retried by the next run); 1 when an error stopped the run.
     """
-    with _user_errors():
-        from .clips import ClipPolicy
-        from .errors import IndexerError
-        from .pipeline import IngestOptions, check_device, default_workers
-        from .pipeline import ingest as run_ingest
-        from .sources import discover, parse_shard, select_shard
+    from .clips import ClipPolicy
+    from .errors import IndexerError
+    from .pipeline import IngestOptions, check_device, default_workers
+    from .pipeline import ingest as run_ingest
+    from .sources import discover, parse_shard, select_shard
 
-        if not paths and manifest is None:
-            raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
-        settings = _settings(data_dir=data_dir, database_url=database_url, checkpoint=checkpoint, device=device)
-        check_device(settings.device)
-        try:
-            policy = ClipPolicy(single_max=single_clip_max, window=window, stride=stride)
-        except ValueError as exc:
-            raise IndexerError(f"clip options: {exc}") from None
-        discovery = discover(paths or [], manifest)
-        if shard is not None:
-            index, count = parse_shard(shard)
-            before = len(discovery.sources)
-            discovery.sources = select_shard(discovery.sources, index, count)
-            log.info("shard %d/%d: %d of %d videos", index, count, len(discovery.sources), before)
-        options = IngestOptions(
-            batch_size=batch_size,
-            workers=default_workers() if workers is None else workers,
-            policy=policy,
-            factory=factory,
-            publish=publish,
-            switch_checkpoint=switch_checkpoint,
-            progress=progress,
-        )
-        args = {
-            "paths": [str(p) for p in paths or []],
-            "manifest": str(manifest) if manifest else None,
-            "checkpoint": settings.checkpoint,
-            "device": settings.device,
-            "batch_size": batch_size,
-            "workers": options.workers,
-            "shard": shard,
-            "factory": factory,
-            "policy": {"single_clip_max": single_clip_max, "window": window, "stride": stride},
-        }
-        summary = run_ingest(settings, discovery, options, args=args)
+    if not paths and manifest is None:
+        raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
+    settings = _settings(data_dir=data_dir, database_url=database_url, checkpoint=checkpoint, device=device)
+    check_device(settings.device)
+    try:
+        policy = ClipPolicy(single_max=single_clip_max, window=window, stride=stride)
+    except ValueError as exc:
+        raise IndexerError(f"clip options: {exc}") from None
+    discovery = discover(paths or [], manifest)
+    if shard is not None:
+        index, count = parse_shard(shard)
+        before = len(discovery.sources)
+        discovery.sources = select_shard(discovery.sources, index, count)
+        log.info("shard %d/%d: %d of %d videos", index, count, len(discovery.sources), before)
+    options = IngestOptions(
+        batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
+        policy=policy,
+        factory=factory,
+        publish=publish,
+        switch_checkpoint=switch_checkpoint,
+        progress=progress,
+    )
+    args = {
+        "paths": [str(p) for p in paths or []],
+        "manifest": str(manifest) if manifest else None,
+        "checkpoint": settings.checkpoint,
+        "device": settings.device,
+        "batch_size": batch_size,
+        "workers": options.workers,
+        "shard": shard,
+        "factory": factory,
+        "policy": {"single_clip_max": single_clip_max, "window": window, "stride": stride},
+    }
+    summary = run_ingest(settings, discovery, options, args=args)
     rate = (summary.indexed + len(summary.failed)) / summary.seconds if summary.seconds else 0.0
     typer.echo(
         f"indexed {summary.indexed}, skipped {summary.skipped} unchanged, failed {len(summary.failed)}, "
@@ -199,13 +171,12 @@ def delete(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Remove videos with their clips, embeddings and thumbnails, and republish the index."""
-    with _user_errors():
-        from .records import delete_videos
-        from .sync import sync_index
+    from .records import delete_videos
+    from .sync import sync_index
 
-        settings = _settings(data_dir=data_dir, database_url=database_url)
-        removed = delete_videos(_sessions(settings, writer=True), settings.thumbnails_dir, videos)
-        meta = sync_index(_sessions(settings), settings.index_dir)
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    removed = delete_videos(_sessions(settings, writer=True), settings.thumbnails_dir, videos)
+    meta = sync_index(_sessions(settings), settings.index_dir)
     for video in removed:
         typer.echo(f"deleted video {video.id}: {video.path}")
     if meta is not None:
@@ -222,11 +193,10 @@ def index_stats(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Counts of videos, clips, vectors and failures; the published version, factory and checkpoint."""
-    with _user_errors():
-        from .sync import index_stats as stats_of
+    from .sync import index_stats as stats_of
 
-        settings = _settings(data_dir=data_dir, database_url=database_url)
-        stats = stats_of(_sessions(settings), settings.index_dir)
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    stats = stats_of(_sessions(settings), settings.index_dir)
     if as_json:
         typer.echo(json.dumps(stats))
         return
@@ -237,11 +207,10 @@ def index_stats(
 @index_app.command("verify")
 def index_verify(data_dir: DataDirOption = None, database_url: DatabaseUrlOption = None) -> None:
     """Exit 0 only when every clip of an indexed video has exactly one vector and every vector a clip."""
-    with _user_errors():
-        from .sync import verify_index
+    from .sync import verify_index
 
-        settings = _settings(data_dir=data_dir, database_url=database_url)
-        report = verify_index(_sessions(settings), settings.index_dir)
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    report = verify_index(_sessions(settings), settings.index_dir)
     if report.ok:
         typer.echo(f"ok: {report.clips} clips, {report.vectors} vectors, in agreement")
         return
@@ -260,16 +229,15 @@ def index_rebuild(
     device: Annotated[str | None, typer.Option(envvar="TVR_DEVICE", help="cuda trains IVF on a GPU.")] = None,
 ) -> None:
     """Build a new index from the catalog's stored embeddings (no re-encoding) and publish it."""
-    with _user_errors():
-        from .errors import IndexerError
-        from .sync import sync_index
+    from .errors import IndexerError
+    from .sync import sync_index
 
-        settings = _settings(data_dir=data_dir, database_url=database_url, device=device)
-        meta = sync_index(
-            _sessions(settings), settings.index_dir, factory=factory, rebuild=True, use_gpu=settings.device != "cpu"
-        )
-        if meta is None:
-            raise IndexerError("nothing to build: the catalog has no indexed videos")
+    settings = _settings(data_dir=data_dir, database_url=database_url, device=device)
+    meta = sync_index(
+        _sessions(settings), settings.index_dir, factory=factory, rebuild=True, use_gpu=settings.device != "cpu"
+    )
+    if meta is None:
+        raise IndexerError("nothing to build: the catalog has no indexed videos")
     typer.echo(
         f"index v{meta.version:06d}: {meta.vector_count} vectors, {meta.factory}, checkpoint {meta.checkpoint_id}"
     )
@@ -285,15 +253,14 @@ def db_upgrade(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Apply the catalog's Alembic migrations (SQLite or PostgreSQL)."""
-    with _user_errors():
-        from .db import current_revision, make_engine, redacted, upgrade
+    from .db import current_revision, make_engine, redacted, upgrade
 
-        settings = _settings(data_dir=data_dir, database_url=database_url)
-        engine = make_engine(settings.catalog_url)
-        try:
-            before = current_revision(engine)
-            upgrade(engine, revision)
-            after = current_revision(engine)
-        finally:
-            engine.dispose()
+    settings = _settings(data_dir=data_dir, database_url=database_url)
+    engine = make_engine(settings.catalog_url)
+    try:
+        before = current_revision(engine)
+        upgrade(engine, revision)
+        after = current_revision(engine)
+    finally:
+        engine.dispose()
     typer.echo(f"{redacted(settings.catalog_url)}: {before or 'empty'} -> {after}")

@@ -7,7 +7,6 @@ and imports neither FAISS nor SQLAlchemy. Frames leave a worker resized and crop
 
 from __future__ import annotations
 
-import hashlib
 import io
 import multiprocessing
 import multiprocessing.connection
@@ -19,9 +18,9 @@ from typing import Literal
 
 import numpy as np
 
-from .clips import ClipPolicy, clip_windows
+from model.files import sha256_of_file
 
-HASH_CHUNK = 1 << 20
+from .clips import ClipPolicy, clip_windows
 
 
 @dataclass(frozen=True)
@@ -80,21 +79,13 @@ def _exit_with_parent(sentinel: int) -> None:
     os._exit(0)
 
 
-def file_hash(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def prepare_video(path: str, known_hash: str | None, spec: DecodeSpec) -> Probed:
     """Hash ``path``; stop there when the hash is ``known_hash``; else probe it, cut it into clips and
     decode the first ``spec.chunk_clips`` of them. Failures come back as ``status="failed"``."""
     try:
         stat = os.stat(path)
         result = Probed(path, "ok", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        result.content_hash = file_hash(path)
+        result.content_hash = sha256_of_file(path)
     except OSError as exc:
         return Probed(path, "failed", error=f"cannot read the file: {exc.strerror or exc}")
     if known_hash is not None and result.content_hash == known_hash:

@@ -5,23 +5,18 @@ Importing this module has no side effects: nothing is created until a command as
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
+import platformdirs
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CATALOG_FILE = "catalog.sqlite3"
 
 
 def default_data_dir() -> Path:
-    """The per-user cache folder for tvr (``~/.cache/tvr`` on Linux, honouring ``XDG_CACHE_HOME``)."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-        return base / "tvr" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "tvr"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tvr"
+    """The per-user cache folder for tvr: ``~/.cache/tvr`` on Linux (honouring ``XDG_CACHE_HOME``),
+    ``~/Library/Caches/tvr`` on macOS, ``%LOCALAPPDATA%\\tvr\\Cache`` on Windows."""
+    return Path(platformdirs.user_cache_dir("tvr", appauthor=False))
 
 
 class Settings(BaseSettings):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,8 +38,7 @@ def _logged_settings(**values: object) -> Any:
     """Settings from ``values`` (a bad one is a user error), with the logs configured as they say."""
     from . import logs
 
-    with _user_errors():
-        settings = _settings(**values)
+    settings = _settings(**values)
     logs.configure(settings.log_format, logging.getLogger().getEffectiveLevel())
     return settings
 
@@ -49,25 +46,6 @@ def _logged_settings(**values: object) -> Any:
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("demo")(demo)
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Errors a user can act on become one message and exit status 1."""
-    from pydantic import ValidationError
-
-    from indexer.errors import IndexerError
-    from model import CheckpointError, ConfigError
-
-    try:
-        yield
-    except (IndexerError, CheckpointError, ConfigError) as exc:
-        typer.secho(f"Error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        typer.secho(f"Error: settings: {problems}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
 
 
 def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
@@ -137,10 +115,9 @@ def demo(
     from .resources import load_encoder_from_settings
     from .server import serve as run_server
 
-    with _user_errors():
-        typer.echo(f"tvr demo: data in {settings.data_dir}; loading the encoder ({settings.checkpoint})", err=True)
-        encoder = load_encoder_from_settings(settings)
-        build_demo(settings, encoder, videos)
+    typer.echo(f"tvr demo: data in {settings.data_dir}; loading the encoder ({settings.checkpoint})", err=True)
+    encoder = load_encoder_from_settings(settings)
+    build_demo(settings, encoder, videos)
     status = run_server(
         settings,
         encoder_factory=lambda _: encoder,
