@@ -13,7 +13,6 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -40,20 +39,20 @@ def user_error_message(exc: BaseException) -> str | None:
     """One line for an error the user can act on; None for a bug, which keeps its traceback."""
     if any(cls is not None and isinstance(exc, cls) for cls in map(_loaded, USER_ERRORS)):
         return str(exc)
-    validation = _loaded("pydantic_core:ValidationError")
-    if validation is not None and isinstance(exc, validation):
-        errors = exc.errors()  # type: ignore[attr-defined]  # pydantic's ValidationError, found above
-        return "settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-    database = _loaded("sqlalchemy.exc:OperationalError")
-    if database is not None and isinstance(exc, database):
-        return f"catalog database: {exc.orig}"  # type: ignore[attr-defined]  # SQLAlchemy's DBAPIError, found above
+    from pydantic import ValidationError  # imported by then wherever settings are read
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, ValidationError):
+        return "settings: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if isinstance(exc, OperationalError):
+        return f"catalog database: {exc.orig}"
     return None
 
 
 class _Commands(TyperGroup):
     """The ``tvr`` group: runs every command under the one error handler."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's own copy of click.Context, which has no public name
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:

@@ -8,9 +8,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 EXIT_SOME_FAILED = 3  # `tvr ingest` finished, but some files could not be indexed
@@ -42,13 +47,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
 
 
-def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
+def _settings(**overrides: Any) -> Settings:
     from .settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _sessions(settings, *, writer: bool = False):  # type: ignore[no-untyped-def]
+def _sessions(settings: Settings, *, writer: bool = False) -> sessionmaker[Session]:
     from .db import make_sessionmaker, open_catalog
 
     return make_sessionmaker(open_catalog(settings, writer=writer))

@@ -14,13 +14,16 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from model.files import sha256_of_file
 
 from .clips import ClipPolicy, clip_windows
+
+if TYPE_CHECKING:
+    from model.video import VideoReader
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def decode_clips(path: str, windows: list[tuple[int, tuple[float, float]]], spec
         return _decode(reader, windows, spec)
 
 
-def _decode(reader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> list[DecodedClip]:  # type: ignore[no-untyped-def]
+def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> list[DecodedClip]:
     from model.preprocess import resize_frames
     from model.video import sample_times
 

@@ -95,7 +95,12 @@ def plan(reads: sessionmaker[Session], sources: Sequence[Source], checkpoint_id:
             stat = os.stat(source.path)
         except OSError:
             stat = None
-        if current and stat is not None and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+        if (
+            row is not None
+            and current
+            and stat is not None
+            and (row.size, row.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        ):
             result.unchanged += 1
             new_title = source.title is not None and source.title != row.title
             new_meta = bool(source.metadata) and {**(row.meta or {}), **source.metadata} != (row.meta or {})

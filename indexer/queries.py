@@ -54,7 +54,7 @@ def clip_rows(session: Session, clip_ids: Iterable[int]) -> dict[int, ClipRow]:
     ids = sorted({int(i) for i in clip_ids if int(i) >= 0})
     clips: list[Row[Any]] = []
     for begin in range(0, len(ids), IN_CHUNK):
-        clips += session.execute(_CLIPS_BY_ID, {"ids": ids[begin : begin + IN_CHUNK]}).all()
+        clips.extend(session.execute(_CLIPS_BY_ID, {"ids": ids[begin : begin + IN_CHUNK]}))
     video_ids = sorted({c.video_id for c in clips})
     videos: dict[int, Row[Any]] = {}
     for begin in range(0, len(video_ids), IN_CHUNK):

@@ -122,7 +122,9 @@ def core_index(index: faiss.Index) -> faiss.Index:
     return index
 
 
-def search_parameters(index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None):  # type: ignore[no-untyped-def]
+def search_parameters(
+    index: faiss.Index, *, nprobe: int | None = None, ef_search: int | None = None
+) -> faiss.SearchParameters | None:
     """``faiss.SearchParameters`` for one call (no shared state is changed, so concurrent searches are safe)."""
     inner = core_index(index)
     params = None

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from indexer.cli import DatabaseUrlOption, DataDirOption
+
+if TYPE_CHECKING:
+    from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def _quiet_openmp() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "200000")  # ~0.1 ms of spinning (libgomp, torch's OpenMP)
 
 
-def _logged_settings(**values: object) -> Any:
+def _logged_settings(**values: object) -> ServiceSettings:
     """Settings from ``values`` (a bad one is a user error), with the logs configured as they say."""
     from . import logs
 
@@ -48,7 +51,7 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def _settings(**overrides: Any):  # type: ignore[no-untyped-def]
+def _settings(**overrides: Any) -> ServiceSettings:
     from .settings import ServiceSettings
 
     return ServiceSettings(**{k: v for k, v in overrides.items() if v is not None})

@@ -112,6 +112,7 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    # Starlette types a handler as taking any Exception; each of these takes the class it is registered for.
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotReady, not_ready)  # type: ignore[arg-type]
     app.add_exception_handler(SearchUnavailable, search_unavailable)  # type: ignore[arg-type]

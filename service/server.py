@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
+
+import uvicorn
 
 from .resources import EncoderFactory
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that calls ``on_listening(url)`` once its socket is open (port 0 included)."""
+
+    def __init__(
+        self, config: uvicorn.Config, settings: ServiceSettings, on_listening: Callable[[str], None] | None
+    ) -> None:
+        super().__init__(config)
+        self._settings, self._on_listening = settings, on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_listening is not None:
+            host = "127.0.0.1" if self._settings.host in ("0.0.0.0", "::") else self._settings.host
+            port = self.servers[0].sockets[0].getsockname()[1] if self.servers else self._settings.port
+            self._on_listening(f"http://{host}:{port}")
 
 
 def serve(
@@ -19,8 +39,6 @@ def serve(
 ) -> int:
     """Serve until interrupted; 1 when loading failed for good (e.g. a checkpoint that does not match the
     index), else 0. ``on_listening(url)`` is called once the socket is open."""
-    import uvicorn
-
     from .app import create_app
 
     app = create_app(settings, encoder_factory=encoder_factory)
@@ -33,24 +51,13 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = _AnnouncingServer(config, settings, on_listening)
     resources = app.state.resources
 
     def stop(reason: str) -> None:
         server.should_exit = True
 
     resources.on_fatal = stop
-    if on_listening is not None:
-        startup = server.startup
-
-        async def startup_then_announce(sockets=None):  # type: ignore[no-untyped-def]
-            await startup(sockets=sockets)
-            if server.started:
-                host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-                port = server.servers[0].sockets[0].getsockname()[1] if server.servers else settings.port
-                on_listening(f"http://{host}:{port}")
-
-        server.startup = startup_then_announce  # type: ignore[method-assign]
     server.run()
     if resources.fatal:
         log.error("stopped: %s", resources.fatal)

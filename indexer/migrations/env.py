@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
 from indexer.catalog import Base
@@ -19,7 +20,7 @@ def _url() -> str:
     return config.get_main_option("sqlalchemy.url") or Settings().catalog_url
 
 
-def _configure(**kwargs) -> None:  # type: ignore[no-untyped-def]
+def _configure(**kwargs: Any) -> None:
     url = kwargs.get("url") or str(kwargs["connection"].engine.url)
     context.configure(
         target_metadata=target_metadata,

@@ -7,7 +7,7 @@ and error texts) only a request with the admin key. Files are served for indexed
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -28,7 +28,7 @@ router = APIRouter(tags=["catalog"], responses=ERROR_RESPONSES)
 
 VideoId = Annotated[int, Path(ge=1, le=MAX_ID, description="A video id from the catalog.")]
 ClipId = Annotated[int, Path(ge=1, le=MAX_ID, description="A clip id (as in search results).")]
-NOT_FOUND = {404: {"model": Problem, "description": "No such id in the catalog."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such id in the catalog."}}
 
 
 def utc(moment: datetime | None) -> datetime | None:
