@@ -14,7 +14,7 @@ import pytest
 pytest_plugins = ["service_fixtures"]
 
 
-def wait_for_line(log: Path, words: str, process: subprocess.Popen[bytes], timeout: float) -> float:
+def wait_for_line(log: Path, words: str, process: subprocess.Popen[bytes], timeout: float) -> None:
     started = time.monotonic()
     while words not in log.read_text(errors="replace"):
         if process.poll() is not None:
@@ -22,7 +22,6 @@ def wait_for_line(log: Path, words: str, process: subprocess.Popen[bytes], timeo
         if time.monotonic() - started > timeout:
             raise AssertionError(f"no {words!r} after {timeout} s:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:
@@ -35,7 +34,7 @@ def stop(process: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.mark.slow
-def test_demo_builds_its_corpus_once_then_starts_in_seconds(tmp_path, tiny_checkpoint) -> None:
+def test_demo_builds_its_corpus_once_then_reuses_it(tmp_path, tiny_checkpoint) -> None:
     from service_fixtures import cli_env, free_port, start_cli_server, wait_ready
 
     data_dir = tmp_path / "demo"
@@ -43,12 +42,11 @@ def test_demo_builds_its_corpus_once_then_starts_in_seconds(tmp_path, tiny_check
     args = ["demo", "--port", str(port), "--videos", "6", "--data-dir", str(data_dir), "--checkpoint", tiny_checkpoint]
     env = cli_env()
     url = f"http://127.0.0.1:{port}"
-    durations = []
     for run in range(2):
         log = tmp_path / f"demo{run}.log"
         process = start_cli_server(args, env, log)
         try:
-            durations.append(wait_for_line(log, f"open {url}", process, timeout=180))
+            wait_for_line(log, f"open {url}", process, timeout=180)
             wait_ready(url, 60)
             answer = httpx.get(f"{url}/search", params={"q": "a red circle moves to the right", "k": 3}).json()
             assert len(answer["results"]) == 3
@@ -66,7 +64,6 @@ def test_demo_builds_its_corpus_once_then_starts_in_seconds(tmp_path, tiny_check
         else:
             assert "0 indexed, 6 unchanged" in text, text[-3000:]  # reused: nothing written or encoded again
     assert (data_dir / "catalog.sqlite3").is_file() and (data_dir / "index" / "CURRENT").is_file()
-    assert durations[1] < max(30.0, durations[0]), durations
 
 
 @pytest.mark.slow

@@ -7,10 +7,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..deps import ResourcesDep
+from ..errors import ERROR_RESPONSES
 from ..schemas import Health, Readiness
 
 health = APIRouter(tags=["operations"])  # open to every client: load balancers and orchestrators probe them
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses={401: ERROR_RESPONSES[401]})
 
 
 @health.get("/healthz", response_model=Health)
