@@ -108,8 +108,9 @@ def ingest(
     (listed, recorded in the catalog and retried by the next run); 1 when an error stopped the run.
     """
     from .clips import ClipPolicy
+    from .encode import check_device
     from .errors import IndexerError
-    from .pipeline import IngestOptions, check_device, default_workers
+    from .pipeline import IngestOptions, default_workers
     from .pipeline import ingest as run_ingest
     from .sources import discover, parse_shard, select_shard
 

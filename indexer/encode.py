@@ -8,9 +8,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .decode import DecodedClip
+from .errors import IndexerError
 
 if TYPE_CHECKING:
     from model.protocols import VideoTextEncoder
+
+
+def check_device(device: str) -> None:
+    """Fail early with a clear message when ``device`` cannot be used."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise IndexerError(f"--device {device}: CUDA is not available here (use --device cpu)")
+    elif device != "cpu":
+        raise IndexerError(f"--device {device!r}: expected cpu or cuda")
 
 
 def encode_clips(encoder: VideoTextEncoder, clips: Sequence[DecodedClip]) -> np.ndarray:

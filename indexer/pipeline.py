@@ -27,7 +27,6 @@ from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
 from .decode import DecodedClip, DecodeSpec, Probed, decode_clips, prepare_video
 from .encode import encode_clips
-from .errors import IndexerError
 from .runs import RunCounts, finish_run, start_run
 from .settings import Settings
 from .sources import Discovery, Source
@@ -39,17 +38,6 @@ if TYPE_CHECKING:
     from model.protocols import VideoTextEncoder
 
 log = logging.getLogger(__name__)
-
-
-def check_device(device: str) -> None:
-    """Fail early with a clear message when ``device`` cannot be used."""
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise IndexerError(f"--device {device}: CUDA is not available here (use --device cpu)")
-    elif device != "cpu":
-        raise IndexerError(f"--device {device!r}: expected cpu or cuda")
 
 
 @dataclass
