@@ -2,10 +2,19 @@
 
 The training module runs the text tower through ``F.linear`` on the (LoRA-folded) fused in-projection, which
 autocast can speed up but quantisation cannot reach. ``compact_text_tower`` copies a folded tower into
-plain ``nn.Linear`` layers, so the copy can be cast to bfloat16 or given int8 weights by PyTorch's dynamic
-quantisation (weights int8 per output channel, activations quantised on the fly; CPU only). A search query
-is a few tokens, so the tower's cost is reading its weights: int8 reads a quarter of float32's bytes.
-Measured in docs/BENCHMARKS.md (speed, and agreement with float32 rankings).
+plain linear layers, so the copy can be cast to bfloat16 or given int8 weights (per output channel) and
+int8 activations. A search query is a few tokens, so much of the tower's cost is reading its weights: int8
+reads a quarter of float32's bytes. Measured in docs/BENCHMARKS.md (speed, and agreement with float32).
+
+A text's embedding does not depend on the texts encoded beside it, bit for bit:
+
+- int8 activations are scaled per row (token), not per input as PyTorch's dynamic quantisation does
+  (``RowInt8Linear``); the integer products are exact.
+- Attention kernels round differently for different lengths (a bfloat16 embedding moved by 4e-2 with the
+  padding to a longer neighbour), so every text is padded to its own length rounded up to ``BUCKET``
+  tokens, and texts of equal padded length run together: a text sees the same shapes, and the same
+  kernels, alone or in any batch. Only the number of rows changes, which no row-wise operation (linear
+  layers, layer norm, activations) depends on.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from torch import nn
 
 TextPrecision = Literal["float32", "bfloat16", "int8"]
 TEXT_PRECISIONS: tuple[str, ...] = ("float32", "bfloat16", "int8")
+BUCKET = 4  # tokens: texts are padded to a multiple of this and run in groups of equal length (see above)
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -53,6 +63,50 @@ class _Block(nn.Module):
         return x + self.ls_2(self.mlp(self.ln_2(x)))
 
 
+class RowInt8Linear(nn.Module):
+    """A linear layer with int8 weights (one scale per output channel) and int8 activations with one scale
+    per row (token), so that a row's result depends on that row alone (CPU only).
+
+    PyTorch's dynamic quantisation scales the activations of the whole input by its own range, so a text's
+    embedding moved with the texts encoded beside it. Here every row is first divided by its largest
+    magnitude; the rows, now in [-1, 1], are quantised with one fixed scale by fbgemm's int8 kernel (the
+    one dynamic quantisation runs), and the result is multiplied back row by row: four small operations
+    more per layer. The activations use 7 bits (0..127, zero point 64), as fbgemm's dynamic quantisation
+    does on x86 to avoid int16 saturation in its non-VNNI kernels.
+    """
+
+    INPUT_SCALE = 1.0 / 63  # rows in [-1, 1] -> 1..127
+    INPUT_ZERO_POINT = 64
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight.detach().float().cpu()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (N,): symmetric, per output channel
+        zero = torch.zeros(weight.shape[0], dtype=torch.long)
+        with warnings.catch_warnings():  # quantised tensors are deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            quantised = torch.quantize_per_channel(weight, scale.double(), zero, 0, torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(quantised, None)
+        bias = linear.bias.detach().float().cpu() if linear.bias is not None else torch.zeros(weight.shape[0])
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-12)  # each row's largest magnitude
+        out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            x / scale, self.INPUT_SCALE, self.INPUT_ZERO_POINT, self.packed
+        )
+        return torch.addcmul(self.bias, out, scale)
+
+
+def _quantise_linears(module: nn.Module) -> None:
+    """Replace every nn.Linear below ``module`` by its RowInt8Linear."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, RowInt8Linear(child))
+        else:
+            _quantise_linears(child)
+
+
 class _Blocks(nn.Sequential):
     """The residual blocks in order, as one module (so that they can be traced as one)."""
 
@@ -73,9 +127,19 @@ class CompactTextTower(nn.Module):
             self.projection = _linear(projection.T, None)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        eot = ids.argmax(dim=-1)  # the causal mask lets everything after the longest EOT be cut
-        length = int(eot.max()) + 1
-        x = self.token_embedding(ids[:, :length])
+        eot = ids.argmax(dim=-1)  # (B,): the causal mask lets everything after EOT be cut
+        lengths = ((eot + BUCKET) // BUCKET * BUCKET).clamp(max=ids.shape[1])  # EOT + 1, rounded up
+        groups = lengths.unique().tolist()
+        if len(groups) == 1:
+            return self._run(ids[:, : groups[0]], eot)
+        rows = [(lengths == length).nonzero().squeeze(1) for length in groups]
+        parts = [self._run(ids[r, :length], eot[r]) for r, length in zip(rows, groups, strict=True)]
+        out = torch.cat(parts)
+        return out.index_copy(0, torch.cat(rows), out)  # back to the input's order
+
+    def _run(self, ids: torch.Tensor, eot: torch.Tensor) -> torch.Tensor:
+        length = ids.shape[1]
+        x = self.token_embedding(ids)
         x = x + self.positional_embedding[:length].to(x.dtype)
         x = self.blocks(x)
         return self.projection(self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot]))
@@ -94,11 +158,7 @@ def compact_text_tower(
     if precision == "bfloat16":
         tower = tower.to(torch.bfloat16)
     if precision == "int8":
-        with warnings.catch_warnings():  # torch.ao's eager quantisation warns that it is moving to torchao
-            warnings.simplefilter("ignore")
-            tower = torch.ao.quantization.quantize_dynamic(
-                tower, {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, inplace=True
-            )
+        _quantise_linears(tower)
     if trace and device.type == "cpu":
         tower.blocks = trace_blocks(tower.blocks, tower.positional_embedding.shape[1], tower.ln_final.weight.dtype)
     return tower
