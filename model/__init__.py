@@ -33,6 +33,7 @@ _EXPORTS = {
     "FramePreprocess": "preprocess",
     "preprocess_frames": "preprocess",
     "tokenize": "text_tower",
+    "VideoTextEncoder": "protocols",
 }
 __all__ = [
     "BackboneConfig",
@@ -45,6 +46,7 @@ __all__ = [
     "EncoderConfig",
     "FramePreprocess",
     "MethodConfig",
+    "VideoTextEncoder",
     "add_config",
     "create_model",
     "get_config",
@@ -76,4 +78,5 @@ if TYPE_CHECKING:
     from .config import BackboneConfig, ConfigError, EncoderConfig, MethodConfig, add_config, get_config, list_configs
     from .encoder import DualAttentionCLIP, Encoder
     from .preprocess import CLIP_MEAN, CLIP_STD, FramePreprocess, preprocess_frames
+    from .protocols import VideoTextEncoder
     from .text_tower import tokenize

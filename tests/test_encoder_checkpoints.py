@@ -264,3 +264,12 @@ def test_a_bare_name_that_is_not_packaged_is_a_file_in_the_working_directory(tra
     assert load_model("model.safetensors").weights_digest() == digest
     assert load_model("mine").weights_digest() == digest
     assert load_model(str(tmp_path / "mine")).weights_digest() == digest
+
+
+def test_encoders_satisfy_the_protocol_the_indexer_and_service_use():
+    from model import VideoTextEncoder
+
+    encoder = load_encoder("demo")
+    assert isinstance(encoder, VideoTextEncoder)
+    assert (encoder.num_frames, encoder.image_size, encoder.embed_dim) == (12, 64, 64)
+    assert encoder.device == torch.device("cpu") and encoder.legacy_checkpoint_ids == ()
