@@ -26,17 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.decode import DecodeSpec, prepare_video  # noqa: E402
-from indexer.pipeline import IngestOptions, default_workers, ingest  # noqa: E402
+from indexer.encode import encode_clips  # noqa: E402
+from indexer.pipeline import IngestOptions, ingest  # noqa: E402
 from indexer.settings import Settings  # noqa: E402
 from indexer.sources import discover  # noqa: E402
+from indexer.workers import default_workers  # noqa: E402
 from model import create_model, get_config, load_encoder, save_checkpoint  # noqa: E402
-from model.preprocess import normalize_frames  # noqa: E402
 
 
 def make_encoder(config_name: str, folder: Path, device: str):  # type: ignore[no-untyped-def]
@@ -49,16 +49,15 @@ def make_encoder(config_name: str, folder: Path, device: str):  # type: ignore[n
 
 def encoder_only(encoder, videos: list[Path], batch_size: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     """Seconds to encode every clip of ``videos`` decoded beforehand (in the pipeline's batches)."""
-    spec = DecodeSpec(num_frames=encoder.num_frames, image_size=encoder.image_size, chunk_clips=10_000)
+    spec = DecodeSpec(num_frames=encoder.num_frames, preprocess=encoder.preprocess, chunk_clips=10_000)
     clips = []
     for path in videos:
         probed = prepare_video(str(path), None, spec)
         assert probed.status == "ok", (path, probed.error)
-        clips += [c.frames for c in probed.first_chunk]
+        clips += probed.first_chunk
     started = time.perf_counter()
     for begin in range(0, len(clips), batch_size):
-        frames = torch.from_numpy(np.stack(clips[begin : begin + batch_size])).to(encoder.device)  # uint8
-        encoder.encode_video(normalize_frames(frames)).cpu()  # as the pipeline does
+        encode_clips(encoder, clips[begin : begin + batch_size])  # as the pipeline does
     if encoder.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started, len(clips)

@@ -23,6 +23,7 @@ from model.files import sha256_of_file
 from .clips import ClipPolicy, clip_windows
 
 if TYPE_CHECKING:
+    from model.preprocess import FramePreprocess
     from model.video import VideoReader
 
 
@@ -31,7 +32,7 @@ class DecodeSpec:
     """How clips are cut and sampled for one encoder."""
 
     num_frames: int
-    image_size: int
+    preprocess: FramePreprocess  # the encoder's: frames leave a worker resized by its ``resize`` half
     policy: ClipPolicy = ClipPolicy()
     chunk_clips: int = 16  # clips decoded per task (bounds memory for long videos)
     thumbnail_width: int = 160
@@ -43,7 +44,7 @@ class DecodedClip:
     position: int
     start: float
     end: float
-    frames: np.ndarray  # uint8 (T, 3, S, S), resized and cropped (model.preprocess.resize_frames)
+    frames: np.ndarray  # uint8 (T, 3, S, S), resized for the encoder (FramePreprocess.resize)
     thumbnail: bytes  # JPEG of the middle frame
 
 
@@ -120,7 +121,6 @@ def decode_clips(path: str, windows: list[tuple[int, tuple[float, float]]], spec
 
 
 def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> list[DecodedClip]:
-    from model.preprocess import resize_frames
     from model.video import sample_times
 
     times: list[float] = []
@@ -137,7 +137,7 @@ def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]],
                 position=position,
                 start=start,
                 end=end,
-                frames=resize_frames(block[:-1], spec.image_size).numpy(),
+                frames=spec.preprocess.resize(block[:-1]).numpy(),
                 thumbnail=jpeg_thumbnail(block[-1], spec.thumbnail_width),
             )
         )

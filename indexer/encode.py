@@ -30,8 +30,6 @@ def encode_clips(encoder: VideoTextEncoder, clips: Sequence[DecodedClip]) -> np.
     bytes cross to a GPU as uint8)."""
     import torch
 
-    from model.preprocess import normalize_frames
-
     frames = torch.from_numpy(np.stack([clip.frames for clip in clips]))
-    frames = normalize_frames(frames.to(encoder.device))
+    frames = encoder.preprocess.normalize(frames.to(encoder.device))
     return encoder.encode_video(frames).float().cpu().numpy()

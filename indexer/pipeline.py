@@ -127,7 +127,7 @@ class _Ingestion:
         self.checkpoint_id = encoder.checkpoint_id
         self.spec = DecodeSpec(
             num_frames=encoder.num_frames,
-            image_size=encoder.image_size,
+            preprocess=encoder.preprocess,
             policy=options.policy,
             chunk_clips=options.chunk_clips,
             thumbnail_width=options.thumbnail_width,
@@ -149,7 +149,7 @@ class _Ingestion:
             self.settings.index_dir,
             discovery.sources,
             self.checkpoint_id,
-            superseded=getattr(self.encoder, "legacy_checkpoint_ids", ()),  # TEMP
+            superseded=self.encoder.legacy_checkpoint_ids,
             switch=self.options.switch_checkpoint,
             name=self.settings.checkpoint,
         )

@@ -245,6 +245,46 @@ def test_another_checkpoint_is_refused_unless_switching(tmp_path, tiny_checkpoin
     assert verify_index(catalog(settings), settings.index_dir).ok
 
 
+def test_a_catalog_made_with_the_wrong_preprocessing_is_re_encoded_by_the_next_ingest(
+    tmp_path,
+    tiny_checkpoint,  # noqa: F811
+    tiny_encoder,  # noqa: F811
+) -> None:
+    """Before preprocessing was part of the checkpoint id, a backbone with its own statistics was normalised
+    with CLIP's and its vectors recorded under the id of the weights alone. The next ingest with the same
+    weights (whose id now names the right preprocessing) re-encodes them without --switch-checkpoint."""
+    from model import create_model, load_encoder, save_checkpoint
+    from model.preprocess import FramePreprocess
+
+    model = create_model("tiny")
+    model.config.preprocess = FramePreprocess(64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    save_checkpoint(model, tmp_path / "half-stats")
+    encoder = load_encoder(str(tmp_path / "half-stats"))
+    (legacy,) = encoder.legacy_checkpoint_ids
+    assert legacy != encoder.checkpoint_id
+
+    class AsBefore:  # the same encoder as the old code saw it: CLIP's preprocessing, the weights' id
+        def __init__(self) -> None:
+            self.checkpoint_id, self.legacy_checkpoint_ids = legacy, ()
+            self.preprocess = FramePreprocess(64)
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(encoder, name)
+
+    folder = tmp_path / "videos"
+    write_small_corpus(folder, 2)
+    settings = make_settings(tmp_path, str(tmp_path / "half-stats"))
+    before = run_ingest(settings, [folder / "v0_000.mp4"], AsBefore())
+    assert before.index.checkpoint_id == legacy
+    after = run_ingest(settings, [folder / "v0_001.mp4"], encoder)  # names only the new file
+    assert after.indexed == 2 and after.index.checkpoint_id == encoder.checkpoint_id
+    with catalog(settings)() as session:
+        assert {v.checkpoint_id for v in session.scalars(select(Video))} == {encoder.checkpoint_id}
+    assert verify_index(catalog(settings), settings.index_dir).ok
+    with pytest.raises(CheckpointMismatchError):  # an unrelated checkpoint is still refused
+        run_ingest(settings, [folder], tiny_encoder)
+
+
 @pytest.mark.slow
 def test_worker_processes_decode_long_videos_in_chunks(tmp_path, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
     folder = tmp_path / "videos"
@@ -315,22 +355,33 @@ def test_workers_that_cannot_start_stop_the_run(tmp_path, monkeypatch, tiny_chec
         assert session.scalars(select(IngestionRun.status)).all() == [RunStatus.failed]
 
 
+@pytest.mark.parametrize("preprocessing", ["clip", "a tag's own"])
 def test_stored_embeddings_are_the_encoders_embeddings_of_the_clip_frames(
     tmp_path,
     tiny_checkpoint,  # noqa: F811
     tiny_encoder,  # noqa: F811
+    preprocessing,
 ) -> None:
-    """Workers send resized uint8 frames and the encoder's process normalises them: the same vectors as
-    encoding the clip's frames directly."""
+    """Workers send frames resized as the encoder's preprocessing says (uint8) and the encoder's process
+    normalises them: the same vectors as encoding the clip's frames directly, whatever the backbone's
+    statistics, filter and resize mode."""
+    from model import create_model, load_encoder, save_checkpoint
+    from model.preprocess import FramePreprocess
     from model.video import read_clip
 
+    encoder, checkpoint = tiny_encoder, tiny_checkpoint
+    if preprocessing != "clip":
+        model = create_model("tiny")
+        model.config.preprocess = FramePreprocess(64, (0.5,) * 3, (0.5,) * 3, "bilinear", "squash")
+        checkpoint = str(save_checkpoint(model, tmp_path / "own").parent)
+        encoder = load_encoder(checkpoint)
     folder = tmp_path / "videos"
     paths = write_small_corpus(folder, 2, seed=9)
-    settings = make_settings(tmp_path, tiny_checkpoint)
-    run_ingest(settings, [folder], tiny_encoder, workers=1)
+    settings = make_settings(tmp_path, checkpoint)
+    run_ingest(settings, [folder], encoder, workers=1)
     for path in paths:
         video = videos_by_name(settings, folder)[path.name]
         for clip in clips_of(settings, video.id):
-            frames = read_clip(path, clip.start, clip.end, tiny_encoder.num_frames)
-            direct = tiny_encoder.encode_video(tiny_encoder.preprocess(frames)[None])[0]
+            frames = read_clip(path, clip.start, clip.end, encoder.num_frames)
+            direct = encoder.encode_video(encoder.preprocess(frames)[None])[0]
             np.testing.assert_allclose(clip.vector(), direct.numpy(), atol=1e-5)
