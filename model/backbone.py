@@ -29,7 +29,8 @@ class CheckpointError(ValueError):
 def build_clip(backbone: BackboneConfig) -> CLIP:
     """The open_clip CLIP model a backbone config names, with its pretrained weights if it names any."""
     pretrained = backbone.pretrained
-    local = pretrained is not None and Path(pretrained).expanduser().exists()
+    path = Path(pretrained).expanduser() if pretrained is not None else None
+    local = path is not None and path.exists()
     if isinstance(backbone.arch, dict):
         model = _clip_from_arch_dict(backbone.arch, backbone.quick_gelu)
         if pretrained is not None and not local:
@@ -39,8 +40,7 @@ def build_clip(backbone: BackboneConfig) -> CLIP:
     else:
         # An open_clip pretrained tag: open_clip downloads (or finds in its cache) and checks the file.
         model = _create(backbone.arch, pretrained, backbone.quick_gelu)
-    if local:
-        path = Path(pretrained).expanduser()
+    if path is not None and local:
         digest = sha256_of_file(path)
         if backbone.weights_sha256 and backbone.weights_sha256 != digest:
             raise CheckpointError(
@@ -108,6 +108,7 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A CLIP state dict from a local file: OpenAI's TorchScript archive, a torch state dict, or safetensors."""
     if not path.is_file():
         raise CheckpointError(f"weights file {path} does not exist")
+    state: Any  # a file may hold anything: checked below
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -7,16 +7,17 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from .backbone import input_size
 from .config import ConfigError, EncoderConfig
-from .lora import QKVLoRA
+from .lora import QKVLoRA, lora_at
 from .preprocess import FramePreprocess
 from .text_inference import TextPrecision, compact_text_tower
 from .text_tower import run_text_tower, tokenize
@@ -93,10 +94,10 @@ class DualAttentionCLIP(nn.Module):
             (self.clip.visual.transformer.resblocks, self.visual_lora),
             (self.clip.transformer.resblocks, self.text_lora),
         ):
-            if layers is None:
-                continue
-            for block, lora in zip(blocks, layers, strict=True):
-                block.attn.in_proj_weight += lora.delta().to(block.attn.in_proj_weight.dtype)
+            for i, block in enumerate(blocks):
+                lora = lora_at(layers, i)
+                if lora is not None:
+                    block.attn.in_proj_weight += lora.delta().to(block.attn.in_proj_weight.dtype)
         self.visual_lora = self.text_lora = None
         self.lora_folded = True
 
@@ -160,7 +161,7 @@ class DualAttentionCLIP(nn.Module):
         return digest.hexdigest()[:16], (legacy,)
 
 
-def _lora_layers(blocks: nn.ModuleList, rank: int) -> nn.ModuleList:
+def _lora_layers(blocks: Iterable[ResidualAttentionBlock], rank: int) -> nn.ModuleList:
     return nn.ModuleList(QKVLoRA(block.attn.embed_dim, rank) for block in blocks)
 
 

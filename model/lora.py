@@ -26,6 +26,15 @@ class QKVLoRA(nn.Module):
         return self.b @ self.a
 
 
+def lora_at(layers: nn.ModuleList | None, index: int) -> QKVLoRA | None:
+    """Block ``index``'s LoRA pair from a tower's list, or None when the tower has none (folded, zero-shot)."""
+    if layers is None:
+        return None
+    lora = layers[index]
+    assert isinstance(lora, QKVLoRA), f"a LoRA list holds {type(lora).__name__}"
+    return lora
+
+
 def qkv_weight(attn: nn.MultiheadAttention, lora: QKVLoRA | None) -> torch.Tensor:
     """The in-projection weight of ``attn`` with its LoRA applied (or already folded in, if ``lora`` is None)."""
     weight = attn.in_proj_weight

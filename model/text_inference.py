@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 TextPrecision = Literal["float32", "bfloat16", "int8"]
@@ -44,15 +45,17 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 class _Block(nn.Module):
     """One residual attention block (pre-norm, causal self-attention, MLP) with plain linear layers."""
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: ResidualAttentionBlock) -> None:
         super().__init__()
-        attn = block.attn
+        attn: nn.MultiheadAttention = block.attn
         self.heads = attn.num_heads
-        self.ln_1, self.ln_2 = copy.deepcopy(block.ln_1), copy.deepcopy(block.ln_2)
-        self.ls_1, self.ls_2 = copy.deepcopy(block.ls_1), copy.deepcopy(block.ls_2)
-        self.qkv = _linear(attn.in_proj_weight, attn.in_proj_bias)
-        self.out = _linear(attn.out_proj.weight, attn.out_proj.bias)
-        self.mlp = copy.deepcopy(block.mlp)  # c_fc, activation, c_proj: already nn.Linear
+        self.ln_1: nn.Module = copy.deepcopy(block.ln_1)
+        self.ln_2: nn.Module = copy.deepcopy(block.ln_2)
+        self.ls_1: nn.Module = copy.deepcopy(block.ls_1)
+        self.ls_2: nn.Module = copy.deepcopy(block.ls_2)
+        self.qkv: nn.Module = _linear(attn.in_proj_weight, attn.in_proj_bias)  # nn.Linear, or RowInt8Linear
+        self.out: nn.Module = _linear(attn.out_proj.weight, attn.out_proj.bias)
+        self.mlp: nn.Module = copy.deepcopy(block.mlp)  # c_fc, activation, c_proj: already nn.Linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, d = x.shape
@@ -77,6 +80,7 @@ class RowInt8Linear(nn.Module):
 
     INPUT_SCALE = 1.0 / 63  # rows in [-1, 1] -> 1..127
     INPUT_ZERO_POINT = 64
+    bias: torch.Tensor  # a buffer (zeros for a layer without bias)
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -113,6 +117,8 @@ class _Blocks(nn.Sequential):
 
 class CompactTextTower(nn.Module):
     """Token ids (B, L) -> raw text embeddings (B, E), computed as ``text_tower.run_text_tower`` does."""
+
+    positional_embedding: torch.Tensor  # a buffer, (context length, D)
 
     def __init__(self, clip: CLIP) -> None:
         super().__init__()

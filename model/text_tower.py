@@ -10,7 +10,7 @@ from open_clip.model import CLIP
 from open_clip.tokenizer import SimpleTokenizer
 from torch import nn
 
-from .lora import qkv_weight
+from .lora import lora_at, qkv_weight
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,7 +39,7 @@ def run_text_tower(clip: CLIP, loras: nn.ModuleList | None, ids: torch.Tensor) -
     for i, block in enumerate(clip.transformer.resblocks):
         attn = block.attn
         h = attn.num_heads
-        qkv = F.linear(block.ln_1(x), qkv_weight(attn, loras[i] if loras is not None else None), attn.in_proj_bias)
+        qkv = F.linear(block.ln_1(x), qkv_weight(attn, lora_at(loras, i)), attn.in_proj_bias)
         q, k, v = qkv.view(b, length, 3, h, d // h).permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, hd)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, L, hd)
         x = x + block.ls_1(attn.out_proj(out.transpose(1, 2).reshape(b, length, d)))

@@ -130,6 +130,10 @@ class _PyAVBackend:
         self._container: Any = None
         self._seekable = True
         self._t0 = 0.0
+        self._frames: Iterator[tuple[float, Any]] = iter(())
+        self._current: tuple[float, Any] | None = None  # (seconds, frame)
+        self._current_rgb: np.ndarray | None = None
+        self._pending: tuple[float, Any] | None = None
         self._open()
         if self._pending is None:
             self.close()
@@ -137,8 +141,9 @@ class _PyAVBackend:
         self._t0 = self._pending[0]  # times are relative to the first frame
         self._pending = (0.0, self._pending[1])
         self._data_end: float | None = None  # time of the last frame, once decoding reached it
-        self.width, self.height = self._pending[1].width, self._pending[1].height
-        self.info = self._probe_info(self._stream)
+        self.width: int = self._pending[1].width
+        self.height: int = self._pending[1].height
+        self.info: VideoInfo = self._probe_info(self._stream)
 
     # -- opening and decoding --------------------------------------------------------------------------
 
@@ -172,8 +177,8 @@ class _PyAVBackend:
 
     def _restart_decoding(self) -> None:
         self._frames = self._decode()
-        self._current: tuple[float, Any] | None = None
-        self._current_rgb: np.ndarray | None = None
+        self._current = None
+        self._current_rgb = None
         self._pending = next(self._frames, None)
 
     def _decode(self) -> Iterator[tuple[float, Any]]:

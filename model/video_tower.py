@@ -15,7 +15,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from .config import MethodConfig
-from .lora import QKVLoRA, qkv_weight
+from .lora import QKVLoRA, lora_at, qkv_weight
 
 
 @dataclass
@@ -95,6 +95,7 @@ def dual_attention_block(
 
     ql, kl, vl = per_unit(q), per_unit(k), per_unit(v)
     scores = None
+    glob: torch.Tensor | None  # the prompts' output; None without prompts
     if want_scores:
         local_probs = torch.softmax((ql @ kl.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B, U, H, M, M)
         local = local_probs @ vl
@@ -174,13 +175,15 @@ def run_video_tower(
     scores = None
     for i, block in enumerate(visual.transformer.resblocks):
         if i == sel_layer:
+            assert scores is not None, "the block before sel_layer returns them (sel_layer >= 1)"
             select_patches(tokens, scores, method.sel_drop, method.sel_alpha)
         if i in merges:
             merge_units(tokens, merges[i], method.merge_grouping)
-        lora = loras[i] if loras is not None else None
-        scores = dual_attention_block(block, lora, tokens, want_scores=sel_layer is not None and i == sel_layer - 1)
-    per_frame = frame_cls_embeddings(visual, tokens) if (return_frames or prompts is None) else None
+        want_scores = sel_layer is not None and i == sel_layer - 1
+        scores = dual_attention_block(block, lora_at(loras, i), tokens, want_scores=want_scores)
     if prompts is None:
-        return per_frame.mean(dim=1), per_frame
+        frame_embeddings = frame_cls_embeddings(visual, tokens)
+        return frame_embeddings.mean(dim=1), frame_embeddings
+    per_frame = frame_cls_embeddings(visual, tokens) if return_frames else None
     video = visual.ln_post(tokens.x[:, 0]) @ visual.proj  # global token 0
     return video, per_frame

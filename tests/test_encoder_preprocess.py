@@ -180,7 +180,7 @@ def test_bad_preprocessing_is_refused_with_what_was_expected():
     with pytest.raises(ConfigError, match="interpolation must be one of bicubic, bilinear, got 'nearest'"):
         FramePreprocess(64, interpolation="nearest")
     with pytest.raises(ConfigError, match=r"mean must have 3 values \(R, G, B\), got \[0.5, 0.5\]"):
-        FramePreprocess(64, mean=(0.5, 0.5))  # type: ignore[arg-type]  # the wrong length is the point
+        FramePreprocess(64, mean=(0.5, 0.5))
     with pytest.raises(ConfigError, match="std must be positive"):
         FramePreprocess(64, std=(0.5, 0.0, 0.5))
     config = get_config("tiny")

@@ -352,16 +352,17 @@ def _generic(
     seed: int,
 ) -> list[Pair]:
     records = _jsonl_records if ext == "jsonl" else _csv_records
+    single: Path | None
     if file is not None or root.is_file():
-        single: Path | None = root / file if file is not None else root
-        if not single.is_file():
-            raise DatasetError(f"{single}: annotation file does not exist")
-        folder = single.parent
+        given = root / file if file is not None else root
+        if not given.is_file():
+            raise DatasetError(f"{given}: annotation file does not exist")
+        single, folder = given, given.parent
         per_split: dict[str, Path] = {}
     else:
         folder = root
-        single = root / f"captions.{ext}"
-        single = single if single.is_file() else None
+        captions = root / f"captions.{ext}"
+        single = captions if captions.is_file() else None
         per_split = {s: root / f"{s}.{ext}" for s in SPLITS if (root / f"{s}.{ext}").is_file()}
 
     if split == "test" or "val" in per_split:
@@ -464,7 +465,7 @@ def _didemo_start(times: Any, where: str) -> float:
     """Mean start (in DiDeMo's 5-second segments) over the annotators' [start, end] pairs; 0 if absent."""
     if times is None:
         return 0.0
-    ok = isinstance(times, list) and times
+    ok = isinstance(times, list) and len(times) > 0
     ok = ok and all(isinstance(t, list) and len(t) == 2 and all(isinstance(x, int | float) for x in t) for t in times)
     if not ok:
         raise DatasetError(f"{where}: times must be a non-empty list of [start, end] segment pairs, got {times!r}")

@@ -45,6 +45,12 @@ def _move(phrase: str, transform: Transform) -> str:
     return _PHRASE[(-dx if hflip else dx, -dy if vflip else dy)]
 
 
+def _opposite(phrase: str) -> str:
+    """The motion phrase of the opposite direction (``moves up`` -> ``moves down``)."""
+    dx, dy = MOTIONS[phrase]
+    return _PHRASE[(-dx, -dy)]
+
+
 def transformed_scene(scene: Scene, transform: Transform) -> Scene | None:
     """What a clip of ``scene`` shows after ``transform``; None when the shape would not stay valid."""
     reverse, _, vflip = transform
@@ -52,13 +58,15 @@ def transformed_scene(scene: Scene, transform: Transform) -> Scene | None:
         return None
     events = [_move(e, transform) for e in scene.events]
     if reverse:
-        events = [_PHRASE[tuple(-c for c in MOTIONS[e])] for e in reversed(events)]
+        events = [_opposite(e) for e in reversed(events)]
     return dataclasses.replace(scene, motion=events[0], then=events[1] if len(events) > 1 else None)
 
 
 def reversed_scene(scene: Scene) -> Scene:
     """The scene a clip of ``scene`` shows when played backwards."""
-    return transformed_scene(scene, (True, False, False))  # type: ignore[return-value]
+    backwards = transformed_scene(scene, (True, False, False))
+    assert backwards is not None, "only an up-down flip can give a scene that does not exist"
+    return backwards
 
 
 def transform_frames(frames: torch.Tensor, transform: Transform) -> torch.Tensor:
@@ -73,7 +81,8 @@ def transform_frames(frames: torch.Tensor, transform: Transform) -> torch.Tensor
     return frames.contiguous()
 
 
-ALL_TRANSFORMS: list[Transform] = [t for t in itertools.product((False, True), repeat=3) if t != IDENTITY]
+_BOTH = (False, True)
+ALL_TRANSFORMS: list[Transform] = [t for t in itertools.product(_BOTH, _BOTH, _BOTH) if t != IDENTITY]
 
 
 def add_motion_twins(
