@@ -36,7 +36,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class MethodConfig:
-    """Hyperparameters of the dual-attention encoder (METHOD.md); defaults are the paper's."""
+    """Hyperparameters of the dual-attention encoder (docs/METHOD.md); defaults are the paper's."""
 
     num_frames: int = 12  # T: frames per clip; every video input must have exactly this many
     max_words: int = 32  # text length in tokens, [SOT] and [EOT] included
@@ -48,7 +48,7 @@ class MethodConfig:
     merge_layers: list[int] = field(default_factory=lambda: [8, 9, 10])  # blocks before which units merge
     merge_units: list[int] = field(default_factory=lambda: [6, 3, 1])  # units after each merge
     merge_grouping: str = "strided"  # "strided" (unit j takes j, j+S, ...) or "contiguous"
-    temporal_embedding: bool = False  # learned per-frame table added after ln_pre (METHOD.md section 7)
+    temporal_embedding: bool = False  # learned per-frame table added after ln_pre (docs/METHOD.md section 7)
     zero_shot: bool = False  # mean of per-frame CLIP embeddings instead of the global token
     trainable: list[str] = field(default_factory=lambda: ["lora", "prompts"])  # groups of TRAINABLE_GROUPS
 

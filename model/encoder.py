@@ -27,7 +27,7 @@ from .video_tower import run_video_tower
 class DualAttentionCLIP(nn.Module):
     """A frozen open_clip CLIP plus the method's trainable parts: LoRA in both towers, prompts, temporal table.
 
-    ``forward``-style methods return raw (not normalised) embeddings, as the loss and METHOD.md define them.
+    ``forward``-style methods return raw (not normalised) embeddings, as the loss and docs/METHOD.md define them.
     """
 
     def __init__(self, config: EncoderConfig, clip: CLIP) -> None:

@@ -1,4 +1,4 @@
-"""LoRA on the fused q/k/v projection of an attention layer (METHOD.md section 1)."""
+"""LoRA on the fused q/k/v projection of an attention layer (docs/METHOD.md section 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CLIP text tower with LoRA (METHOD.md section 4) and the tokenizer."""
+"""The CLIP text tower with LoRA (docs/METHOD.md section 4) and the tokenizer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The dual-attention vision tower (METHOD.md section 3), run on the blocks of an open_clip ViT.
+"""The dual-attention vision tower (docs/METHOD.md section 3), run on the blocks of an open_clip ViT.
 
 Tokens of one video live in one tensor ``x`` of shape (B, G + U*M, D): the G global prompt tokens, then
 U *units* of M tokens each. A unit starts as one frame (its CLS token and its patches); selection drops
@@ -165,7 +165,7 @@ def run_video_tower(
     temporal: torch.Tensor | None,
     return_frames: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Video embeddings (B, E) from CLIP-normalised frames (B, T, 3, H, W), and per-frame ones on request.
+    """Video embeddings (B, E) from normalised frames (B, T, 3, H, W), and per-frame ones on request.
 
     Zero-shot mode (no prompts) returns the mean of the per-frame CLIP embeddings.
     """

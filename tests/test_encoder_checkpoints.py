@@ -76,7 +76,7 @@ def test_adapter_checkpoint_holds_only_the_adapter_and_finds_its_backbone(traine
 
 
 def _reference_state_dict(width=64, layers=12, text_width=64, text_layers=2, patch=16, image=64, embed=32, g=8):
-    """A state dict with METHOD.md section 8's key names and shapes, random values."""
+    """A state dict with docs/METHOD.md section 8's key names and shapes, random values."""
     gen = torch.Generator().manual_seed(3)
 
     def r(*shape):

@@ -34,7 +34,6 @@ class ClipFrames(Dataset[torch.Tensor]):
         self.clips = list(clips)
         self.num_frames = num_frames
         self.preprocess = preprocess if isinstance(preprocess, FramePreprocess) else FramePreprocess(preprocess)
-        self.image_size = self.preprocess.image_size
         self.sampling = sampling
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE over the global batch (METHOD.md section 5)."""
+"""Symmetric InfoNCE over the global batch (docs/METHOD.md section 5)."""
 
 from __future__ import annotations
 
