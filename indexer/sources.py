@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.files import jsonl_objects
+
 from .errors import IndexerError, ManifestError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
@@ -97,27 +99,12 @@ def read_manifest(manifest: str | Path) -> list[Source]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {manifest}: cannot read it as UTF-8 text ({exc})") from exc
     if manifest.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows = _jsonl_rows(manifest, text)
+        rows = list(jsonl_objects(text, manifest, ManifestError, "a 'path'"))
     elif manifest.suffix.lower() in (".csv", ".tsv"):
         rows = _csv_rows(manifest, text)
     else:
         raise ManifestError(f"manifest {manifest}: expected a .csv or .jsonl file")
     return [_source(manifest, where, row) for where, row in rows]
-
-
-def _jsonl_rows(manifest: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ManifestError(f"{manifest}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise ManifestError(f"{manifest}:{number}: expected a JSON object with a 'path', got {type(row).__name__}")
-        rows.append((f"{manifest}:{number}", row))
-    return rows
 
 
 def _csv_rows(manifest: Path, text: str) -> list[tuple[str, dict[str, Any]]]:

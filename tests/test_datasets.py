@@ -145,7 +145,7 @@ def test_csv_layout(tmp_path: Path) -> None:
             "jsonl",
             "captions.jsonl",
             '{"video": "a.mp4", "caption": "x"}\n{"video": "b.mp4", \n',
-            r"captions.jsonl:2: invalid JSON",
+            r"captions.jsonl:2: not valid JSON",
         ),
         ("jsonl", "captions.jsonl", '{"video": "a.mp4"}\n', r"captions.jsonl:1: missing key 'caption'"),
         ("jsonl", "captions.jsonl", '["a.mp4", "x"]\n', r"captions.jsonl:1: expected a JSON object"),

@@ -69,6 +69,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from model.files import jsonl_objects
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -308,18 +310,7 @@ def _resolve_videos(
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{where}: invalid JSON: {e.msg}") from e
-            if not isinstance(record, dict):
-                raise DatasetError(f"{where}: expected a JSON object with video and caption, got {line.strip()!r}")
-            yield where, record
+    return jsonl_objects(path.read_text(encoding="utf-8"), path, DatasetError, "video and caption")
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
