@@ -3,8 +3,8 @@
     python bench/text_precision.py --checkpoint demo --data /tmp/tvr-demo-quality/fresh
 
 Clips are embedded once (float32); captions are embedded at float32, bfloat16 and int8
-(``TVR_TEXT_DTYPE``), one caption per call (as a lone query) and in batches of 64 (int8 scales
-activations per batch). Prints a Markdown table.
+(``TVR_TEXT_DTYPE``), one caption per call (as a lone query) and in batches of 64 (the same embeddings:
+a text's embedding does not depend on its batch). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     data = RetrievalSet.from_pairs(load_pairs("jsonl", args.data, "test"))
     encoders = {p: load_encoder(args.checkpoint, text_precision=p) for p in TEXT_PRECISIONS}
     exact = encoders["float32"]
-    frames = ClipFrames(data.clips, exact.num_frames, exact.image_size)
+    frames = ClipFrames(data.clips, exact.num_frames, exact.preprocess)
     video = torch.cat(
         [
             exact.encode_video(torch.stack([frames[i] for i in range(b, min(b + 16, len(frames)))]))

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from indexer.settings import Settings
+
+if TYPE_CHECKING:
+    from model.protocols import VideoTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ def write_demo_corpus(data_dir: Path, videos: int = DEMO_VIDEOS) -> Path:
     return manifest
 
 
-def build_demo(settings: Settings, encoder: Any, videos: int = DEMO_VIDEOS) -> None:
+def build_demo(settings: Settings, encoder: VideoTextEncoder, videos: int = DEMO_VIDEOS) -> None:
     """Write (or find) the corpus and ingest it; unchanged files are skipped, so a rerun takes seconds."""
     from indexer.pipeline import IngestOptions, ingest
     from indexer.sources import discover

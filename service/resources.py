@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -33,9 +33,12 @@ from .metrics import Metrics
 from .search import SearchOptions, SearchResult, search
 from .settings import ServiceSettings
 
+if TYPE_CHECKING:
+    from model.protocols import VideoTextEncoder
+
 log = logging.getLogger(__name__)
 
-EncoderFactory = Callable[[ServiceSettings], Any]
+EncoderFactory = Callable[[ServiceSettings], "VideoTextEncoder"]
 RETRY_SECONDS = 5.0  # how often a service without catalog or index looks for them again
 
 
@@ -47,7 +50,7 @@ class NotReady(Exception):
     """The service cannot answer searches yet (or any more); the message says why."""
 
 
-def load_encoder_from_settings(settings: ServiceSettings) -> Any:
+def load_encoder_from_settings(settings: ServiceSettings) -> VideoTextEncoder:
     import torch
 
     from model import load_encoder
@@ -83,7 +86,7 @@ class Resources:
     def __init__(self, settings: ServiceSettings, encoder_factory: EncoderFactory | None = None) -> None:
         self.settings = settings
         self._encoder_factory = encoder_factory or load_encoder_from_settings
-        self.encoder: Any = None
+        self.encoder: VideoTextEncoder | None = None
         self.metrics = Metrics()
         self.queries: QueryBatcher[PublishedIndex, SearchOptions, SearchResult] = QueryBatcher(
             self._encode,
@@ -199,6 +202,9 @@ class Resources:
             return await self._swap_in_newest()
 
     async def _swap_in_newest(self) -> ReloadOutcome:
+        if self.encoder is None:
+            raise NotReady(self.stage)
+        checkpoint_id = self.encoder.checkpoint_id
         previous = self.index
         meta = await asyncio.to_thread(store.current_meta, self.settings.index_dir)
         if meta is None:
@@ -208,13 +214,13 @@ class Resources:
         if previous is not None and previous.meta.version == meta.version:
             self.metrics.index_reloads.labels("unchanged").inc()
             return ReloadOutcome(False, meta.version, meta.version, int(previous.index.ntotal))
-        if meta.checkpoint_id != self.encoder.checkpoint_id:
+        if meta.checkpoint_id != checkpoint_id:
             self.metrics.index_reloads.labels("refused").inc()
-            raise CheckpointMismatch(mismatch_message(self.settings, self.encoder.checkpoint_id, meta))
+            raise CheckpointMismatch(mismatch_message(self.settings, checkpoint_id, meta))
         loaded = await asyncio.to_thread(store.load_published_index, self.settings.data_dir, mmap=True)
-        if loaded.meta.checkpoint_id != self.encoder.checkpoint_id:  # published again meanwhile
+        if loaded.meta.checkpoint_id != checkpoint_id:  # published again meanwhile
             self.metrics.index_reloads.labels("refused").inc()
-            raise CheckpointMismatch(mismatch_message(self.settings, self.encoder.checkpoint_id, loaded.meta))
+            raise CheckpointMismatch(mismatch_message(self.settings, checkpoint_id, loaded.meta))
         self.catalog_checkpoints = await asyncio.to_thread(self._catalog_checkpoints)
         self.index = loaded  # the swap: one reference assignment
         self.stage = "ready"
