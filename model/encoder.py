@@ -202,7 +202,8 @@ class Encoder:
         )
 
     @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
+    def _video_inference(self) -> Iterator[None]:
+        """Videos are encoded in bfloat16 on a GPU (autocast), float32 on the CPU."""
         cuda = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             yield
@@ -210,7 +211,7 @@ class Encoder:
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) frames normalised by ``preprocess`` -> (B, E) L2-normalised float32 embeddings."""
         self._check_frames(frames)
-        with self._inference():
+        with self._video_inference():
             video, _ = self.model.encode_video(frames.to(self.device, torch.float32))
         return F.normalize(video.float(), dim=-1)
 
@@ -221,12 +222,8 @@ class Encoder:
         if len(texts) == 0:
             raise ValueError("encode_text needs at least one text")
         ids = tokenize(list(texts), self.config.method.max_words).to(self.device)
-        if self._text_tower is not None:
-            with torch.inference_mode():
-                text = self._text_tower(ids)
-        else:
-            with self._inference():
-                text = self.model.encode_text(ids)
+        with torch.inference_mode():  # float32 is float32 on a GPU too: bfloat16 is its own precision
+            text = self._text_tower(ids) if self._text_tower is not None else self.model.encode_text(ids)
         return F.normalize(text.float(), dim=-1)
 
     def _check_frames(self, frames: torch.Tensor) -> None:

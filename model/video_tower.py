@@ -169,8 +169,10 @@ def run_video_tower(
 
     Zero-shot mode (no prompts) returns the mean of the per-frame CLIP embeddings.
     """
-    tokens = embed_frames(visual, frames, prompts, temporal)
     merges = dict(zip(method.merge_layers, method.merge_units, strict=True)) if prompts is not None else {}
+    if return_frames and merges:
+        raise ValueError("per-frame embeddings exist only without segment merging (merge_layers empty) or zero-shot")
+    tokens = embed_frames(visual, frames, prompts, temporal)
     sel_layer = method.sel_layer if prompts is not None else None
     scores = None
     for i, block in enumerate(visual.transformer.resblocks):

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,7 @@ class QueryBatcher(Generic[Index, Options, Result]):
         self.wait_s = wait_s
         self.timeout_s = timeout_s
         self.cache: LRUCache[str, np.ndarray] | None = LRUCache(cache_size) if cache_size > 0 else None
+        self._cache_lock = threading.Lock()
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -235,10 +237,10 @@ class QueryBatcher(Generic[Index, Options, Result]):
         if not queries:
             return []
         try:
-            results = list(self._search_fn(queries))
+            results: list[Result | Exception] = list(self._search_fn(queries))
             if len(results) != len(queries):
                 raise RuntimeError(f"the search answered {len(results)} results for {len(queries)} queries")
-            return list(results)
+            return results
         except Exception as exc:
             if len(queries) == 1:
                 log.warning("a search failed: %s: %s", type(exc).__name__, exc)
@@ -250,7 +252,8 @@ class QueryBatcher(Generic[Index, Options, Result]):
         cache = self.cache
         found: dict[str, np.ndarray | Exception] = {}
         if cache is not None:
-            found = {key: vector for key in set(keys) if (vector := cache.get(key)) is not None}
+            with self._cache_lock:  # an abandoned thread may still finish its batch beside the new one
+                found = {key: vector for key in set(keys) if (vector := cache.get(key)) is not None}
         missing = sorted(set(keys) - found.keys())
         hits = sum(key in found for key in keys)  # a text twice in one batch counts twice
         self.metrics.query_cache.labels("hit").inc(hits)
@@ -280,5 +283,6 @@ class QueryBatcher(Generic[Index, Options, Result]):
             vector.setflags(write=False)
             vectors[text] = vector
             if self.cache is not None:
-                self.cache[text] = vector
+                with self._cache_lock:
+                    self.cache[text] = vector
         return vectors

@@ -195,3 +195,9 @@ def test_inconsistent_method_options_are_refused(bad):
 
     with pytest.raises(ConfigError):
         create_model("tiny", **bad)
+
+
+@torch.no_grad()
+def test_per_frame_embeddings_are_refused_clearly_once_frames_are_merged(tiny_model):
+    with pytest.raises(ValueError, match="without segment merging"):
+        tiny_model.encode_video(random_frames(batch=1), return_frames=True)
