@@ -1,12 +1,13 @@
-"""Real encoded video files for tests, written with PyAV."""
+"""Real encoded video files for tests, written with ``model.media.write_video`` (PyAV)."""
 
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+from model.media import write_video as write_media
 
 # codec name -> (PyAV encoder, pixel format)
 CODECS = {"h264": ("libx264", "yuv420p"), "vp9": ("libvpx-vp9", "yuv420p"), "mjpeg": ("mjpeg", "yuvj420p")}
@@ -34,20 +35,8 @@ def write_video(
         padded[:, :h, :w] = frames
         frames = padded
     encoder, pix_fmt = CODECS[codec]
-    time_base = Fraction(1, 1000)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(encoder, rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = w2, h2, pix_fmt
-        stream.time_base = time_base
-        for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            seconds = timestamps[i] if timestamps is not None else i / fps
-            frame.pts = round(seconds / time_base)
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    rate = Fraction(fps).limit_denominator(1000)
+    write_media(path, frames, fps=rate, codec=encoder, pix_fmt=pix_fmt, timestamps=timestamps)
     return path
 
 

@@ -148,23 +148,26 @@ def _shape_mask(shape: str, centres: np.ndarray, half: float, size: int) -> np.n
 
 
 def encode_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Write uint8 frames (T, H, W, 3), H and W even, as H.264 mp4 (yuv420p), byte-for-byte deterministic.
+    """Write uint8 frames (T, H, W, 3), H and W even, as H.264 mp4 (yuv420p) with ``model.media.write_video``.
 
     The colour conversion is done here rather than by PyAV's implicit one, which was seen to give
-    different bytes for the same frames; x264 runs single-threaded.
+    different bytes for the same frames; x264 runs single-threaded. Keep these settings: a change changes
+    the files' bytes, and users' cached demo corpora and training runs depend on them.
     """
-    import av
+    from model.media import write_video
 
-    _, height, width, _ = frames.shape
-    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps), options={"crf": "18", "preset": "fast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.thread_count = 1
-        for index, image in enumerate(rgb_to_yuv420p(frames)):
-            frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    write_video(
+        path,
+        rgb_to_yuv420p(frames),
+        fps=Fraction(fps),
+        frame_format="yuv420p",
+        codec="libx264",
+        crf=18,
+        preset="fast",
+        threads=1,
+        container_format="mp4",
+        container_options={"movflags": "+faststart"},
+    )
 
 
 # BT.601, limited range (what decoders assume for video that does not say otherwise), in 8-bit fixed point:
