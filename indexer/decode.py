@@ -1,8 +1,14 @@
-"""What decoding worker processes run: hash and probe a file, sample clip frames, make thumbnails.
+"""The decoding stage: one video file in, its facts and then its clips out, in chunks, opened once.
 
-Everything here is a top-level function of picklable arguments (safe under the ``spawn`` start method)
-and imports neither FAISS nor SQLAlchemy. Frames leave a worker resized and cropped for the encoder, uint8
-(T, 3, S, S): a quarter of the bytes of float32; the main process normalises a batch where it encodes it.
+``decode_video`` is a generator of events: a ``Probed`` (file facts, the clip windows; or ``unchanged``,
+or ``failed``), then a ``DecodedChunk`` of up to ``chunk_clips`` clips at a time, in time order, from one
+reader that decodes the file in a single forward pass (``model.video``: only the frames the clips sample,
+and those the codec needs to reach them). A worker process (``workers``) runs it and streams the events to
+the encoder's process; ``--workers 0`` runs it in that process. Frames leave resized for the encoder, uint8
+(T, 3, S, S): the encoder's process normalises a batch where it encodes it.
+
+Everything here is picklable, imports neither FAISS nor SQLAlchemy, and keeps timings of its steps
+(``TIMING_KEYS``) for the run's report.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import multiprocessing.connection
 import os
 import signal
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -25,18 +33,25 @@ from .clips import ClipPolicy, clip_windows
 if TYPE_CHECKING:
     from model.preprocess import FramePreprocess
     from model.video import VideoReader
+    from model.video_frames import DisplayFrame
+
+# seconds spent per step, summed over a run: hashing, opening, demuxing, decoding (frames the decoder
+# output, skipped ones cost little), converting to the encoder's size, and making thumbnails
+TIMING_KEYS = ("hash", "open", "demux", "decode", "convert", "thumbnails")
 
 
 @dataclass(frozen=True)
 class DecodeSpec:
-    """How clips are cut and sampled for one encoder."""
+    """How clips are cut, sampled and decoded for one encoder."""
 
     num_frames: int
-    preprocess: FramePreprocess  # the encoder's: frames leave a worker resized by its ``resize`` half
+    preprocess: FramePreprocess  # the encoder's: frames leave resized by it (the ``resize`` half)
     policy: ClipPolicy = ClipPolicy()
-    chunk_clips: int = 16  # clips decoded per task (bounds memory for long videos)
+    chunk_clips: int = 16  # clips per message to the encoder (bounds memory for long videos)
     thumbnail_width: int = 160
     sampling: str = "uniform"
+    backend: str | None = None  # model.video backend: None (PyAV) or "decord"
+    threads: int = 0  # decoding threads per file (0: FFmpeg's choice)
 
 
 @dataclass
@@ -44,13 +59,13 @@ class DecodedClip:
     position: int
     start: float
     end: float
-    frames: np.ndarray  # uint8 (T, 3, S, S), resized for the encoder (FramePreprocess.resize)
+    frames: np.ndarray  # uint8 (T, 3, S, S), resized for the encoder
     thumbnail: bytes  # JPEG of the middle frame
 
 
 @dataclass
 class Probed:
-    """The result of ``prepare_video``: file facts, clips to make, and the first chunk decoded."""
+    """The first event for a file: its facts and the clips to make (or why there are none)."""
 
     path: str
     status: Literal["ok", "unchanged", "failed"]
@@ -63,8 +78,24 @@ class Probed:
     width: int = 0
     height: int = 0
     codec: str = ""
+    decoder: str = ""  # what decoded it: "pyav", "decord", "nvdec"
     windows: list[tuple[float, float]] = field(default_factory=list)
-    first_chunk: list[DecodedClip] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DecodedChunk:
+    """Clips of a file, in time order, and the seconds their decoding took per step."""
+
+    clips: list[DecodedClip]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DecodeFailed:
+    """Decoding stopped part-way (a file corrupt after its first clips): its clips so far are void."""
+
+    error: str
 
 
 def init_worker() -> None:
@@ -83,76 +114,92 @@ def _exit_with_parent(sentinel: int) -> None:
     os._exit(0)
 
 
-def prepare_video(path: str, known_hash: str | None, spec: DecodeSpec) -> Probed:
-    """Hash ``path``; stop there when the hash is ``known_hash``; else probe it, cut it into clips and
-    decode the first ``spec.chunk_clips`` of them. Failures come back as ``status="failed"``."""
+def decode_video(path: str, known_hash: str | None, spec: DecodeSpec) -> Iterator[Probed | DecodedChunk | DecodeFailed]:
+    """Hash ``path`` (stop there when the hash is ``known_hash``), probe it, cut it into clips and decode
+    them chunk by chunk. Failures come back as events, never as exceptions."""
+    started = time.perf_counter()
     try:
         stat = os.stat(path)
-        result = Probed(path, "ok", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        result.content_hash = sha256_of_file(path)
+        probed = Probed(path, "ok", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        probed.content_hash = sha256_of_file(path)
     except OSError as exc:
-        return Probed(path, "failed", error=f"cannot read the file: {exc.strerror or exc}")
-    if known_hash is not None and result.content_hash == known_hash:
-        result.status = "unchanged"
-        return result
-    try:
-        from model.video import VideoReader
-
-        with VideoReader(path) as reader:
-            info = reader.info
-            if info.num_frames < 1:
-                raise ValueError("the video has no frames")
-            result.duration, result.fps, result.codec = info.duration, info.fps, info.codec
-            result.width, result.height = info.width, info.height
-            result.windows = clip_windows(info.duration, spec.policy)
-            first = list(enumerate(result.windows[: spec.chunk_clips]))
-            result.first_chunk = _decode(reader, first, spec)
-    except Exception as exc:  # a bad file must not stop the batch: report it
-        result.status, result.error = "failed", describe_error(exc)
-    return result
-
-
-def decode_clips(path: str, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> list[DecodedClip]:
-    """Decode the clips ``(position, (start, end))`` of ``path`` (a later chunk of a long video)."""
+        yield Probed(path, "failed", error=f"cannot read the file: {exc.strerror or exc}")
+        return
+    probed.timings["hash"] = time.perf_counter() - started
+    if known_hash is not None and probed.content_hash == known_hash:
+        probed.status = "unchanged"
+        yield probed
+        return
     from model.video import VideoReader
 
-    with VideoReader(path) as reader:
-        return _decode(reader, windows, spec)
+    try:
+        reader = VideoReader(path, backend=spec.backend, threads=spec.threads)
+    except Exception as exc:  # a bad file must not stop the batch: report it
+        probed.status, probed.error = "failed", describe_error(exc)
+        yield probed
+        return
+    with reader:
+        info = reader.info
+        probed.duration, probed.fps, probed.codec = info.duration, info.fps, info.codec
+        probed.width, probed.height, probed.decoder = info.width, info.height, reader.backend
+        probed.windows = clip_windows(info.duration, spec.policy)
+        probed.timings["open"] = reader.timings.get("open", 0.0)
+        yield probed
+        positions = list(enumerate(probed.windows))
+        before = dict(reader.timings)
+        for begin in range(0, len(positions), spec.chunk_clips):
+            try:
+                chunk = _decode(reader, positions[begin : begin + spec.chunk_clips], spec)
+            except Exception as exc:
+                yield DecodeFailed(describe_error(exc))
+                return
+            now = reader.timings
+            for key in ("demux", "decode"):
+                chunk.timings[key] = now.get(key, 0.0) - before.get(key, 0.0)
+            chunk.timings["decode"] -= chunk.timings["convert"] + chunk.timings["thumbnails"]
+            before = dict(now)
+            yield chunk
 
 
-def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> list[DecodedClip]:
+def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> DecodedChunk:
+    """The clips ``(position, (start, end))``: their sampled frames at the encoder's size and a thumbnail
+    of each one's middle frame, in one pass over the chunk's stretch of the file."""
     from model.video import sample_times
 
     times: list[float] = []
     for _, (start, end) in windows:
         times += sample_times(start, end, spec.num_frames, spec.sampling)
         times.append((start + end) / 2)  # the thumbnail's frame
-    frames = reader.frames_at(times)  # one pass over the file for all clips of the chunk
     per_clip = spec.num_frames + 1
+    timings = {"convert": 0.0, "thumbnails": 0.0}
+
+    def convert(index: int, frame: DisplayFrame) -> np.ndarray | bytes:
+        started = time.perf_counter()
+        if index % per_clip == spec.num_frames:
+            jpeg = jpeg_thumbnail(frame.thumbnail(spec.thumbnail_width))
+            timings["thumbnails"] += time.perf_counter() - started
+            return jpeg
+        resized = frame.for_encoder(spec.preprocess)
+        timings["convert"] += time.perf_counter() - started
+        return resized
+
+    results = reader.sample(times, convert)
     clips = []
     for i, (position, (start, end)) in enumerate(windows):
-        block = frames[i * per_clip : (i + 1) * per_clip]
-        clips.append(
-            DecodedClip(
-                position=position,
-                start=start,
-                end=end,
-                frames=spec.preprocess.resize(block[:-1]).numpy(),
-                thumbnail=jpeg_thumbnail(block[-1], spec.thumbnail_width),
-            )
-        )
-    return clips
+        block = results[i * per_clip : (i + 1) * per_clip]
+        frames = np.stack(block[:-1])  # type: ignore[arg-type]  # (T, 3, S, S): convert gave arrays here
+        thumbnail = block[-1]
+        assert isinstance(thumbnail, bytes)
+        clips.append(DecodedClip(position, start, end, frames, thumbnail))
+    return DecodedChunk(clips, timings)
 
 
-def jpeg_thumbnail(frame: np.ndarray, width: int, quality: int = 85) -> bytes:
-    """A JPEG of ``frame`` (H, W, 3) scaled down to ``width`` pixels wide (never up)."""
+def jpeg_thumbnail(image: np.ndarray, quality: int = 85) -> bytes:
+    """A JPEG of an RGB image (H, W, 3)."""
     from PIL import Image
 
-    image = Image.fromarray(np.ascontiguousarray(frame))
-    if image.width > width:
-        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
 
 

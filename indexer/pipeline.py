@@ -4,9 +4,9 @@ video in one transaction -> publish the index.
 The stages have one owner each, so a cluster runner can reuse them: ``planning`` decides what to do,
 ``decode`` (in the ``workers`` pool) hashes, probes and decodes files, ``encode`` turns clips into vectors,
 ``records`` writes the catalog, ``runs`` keeps the run's record and ``sync`` publishes the index. This module
-is the local loop that drives them: up to ``max_inflight`` decode tasks run ahead of the encoder, so while a
-batch is encoded the workers decode the next ones; a long video is decoded in chunks of clips so memory
-stays bounded.
+is the local loop that drives them: each worker decodes one file at a time and streams its clips in chunks,
+so while a batch is encoded the workers decode the next ones; the loop reads from them only while it has
+room for more clips, so memory stays bounded however long the videos.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from . import planning, records
 from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
-from .decode import DecodedClip, DecodeSpec, Probed, decode_clips, prepare_video
+from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, decode_video
 from .encode import encode_clips
 from .runs import RunCounts, finish_run, start_run
 from .settings import Settings
 from .sources import Discovery, Source
 from .store import IndexMeta
 from .sync import sync_index
-from .workers import DecodePool, Outcome, Task, default_workers
+from .workers import Message, Task, WorkerPool, decode_threads, default_workers
 
 if TYPE_CHECKING:
     from model.protocols import VideoTextEncoder
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 class IngestOptions:
     batch_size: int = 32  # clips per encoder call
     workers: int = field(default_factory=default_workers)  # decoding processes; 0 decodes in this process
+    backend: str | None = None  # video reader: None (PyAV) or "decord"
     policy: ClipPolicy = field(default_factory=ClipPolicy)
     chunk_clips: int = 16  # clips per decoding task
     thumbnail_width: int = 160
@@ -51,7 +52,6 @@ class IngestOptions:
     publish: bool = True  # publish the index at the end (sharded ingesters leave it to `tvr index rebuild`)
     switch_checkpoint: bool = False  # re-encode videos of another checkpoint instead of refusing
     progress: bool | None = None  # a progress bar; None: only on a terminal
-    max_inflight: int | None = None  # decoding tasks ahead of the encoder; None: 2 per worker + 2
 
 
 @dataclass
@@ -65,7 +65,9 @@ class IngestSummary:
     clips: int = 0
     seconds: float = 0.0
     index: IndexMeta | None = None
-    stage_seconds: dict[str, float] = field(default_factory=dict)  # waiting for decoding, encoding, commits
+    # seconds per step: the decoders' (summed over workers: hash, open, demux, decode, convert, thumbnails)
+    # and this process's (waiting for decoded clips, encoding, catalog commits)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,16 +80,8 @@ class _Job:
     embeddings: np.ndarray | None = None
     thumbnails: list[bytes] = field(default_factory=list)
     remaining: int = 0  # clips not yet encoded
+    attempt: int = 0  # bumped when a crashed worker's clips are voided
     done: bool = False
-
-
-@dataclass
-class _Step:
-    """What a decoding task does for its job: probe and decode the first chunk, or decode a later one."""
-
-    kind: Literal["prepare", "decode"]
-    job: _Job
-    windows: list[tuple[int, tuple[float, float]]] = field(default_factory=list)
 
 
 def ingest(
@@ -131,12 +125,13 @@ class _Ingestion:
             policy=options.policy,
             chunk_clips=options.chunk_clips,
             thumbnail_width=options.thumbnail_width,
+            backend=options.backend,
+            threads=decode_threads(options.workers),
         )
         self.max_buffer = 2 * options.batch_size + options.chunk_clips
-        self.new_steps: deque[_Step] = deque()  # videos not started
-        self.chunk_steps: deque[_Step] = deque()  # later chunks of started videos (run first)
-        self.buffer: list[tuple[_Job, DecodedClip]] = []
-        self.timers = {"wait_decode": 0.0, "encode": 0.0, "commit": 0.0}
+        self.waiting: deque[_Job] = deque()  # videos not started
+        self.buffer: list[tuple[_Job, int, DecodedClip]] = []  # (job, its attempt, clip)
+        self.timers = dict.fromkeys(TIMING_KEYS, 0.0) | {"wait_decode": 0.0, "encode": 0.0, "commit": 0.0}
         self.bar: tqdm[Any] | None = None
         self.summary = IngestSummary(run_id=0, discovered=0, ignored=0)
 
@@ -160,7 +155,7 @@ class _Ingestion:
         plan = planning.plan(self.reads, sources, self.checkpoint_id)
         records.update_descriptions(self.writes, plan.descriptions)
         summary.skipped = plan.unchanged
-        self.new_steps.extend(_Step("prepare", _Job(source, known_hash)) for source, known_hash in plan.todo)
+        self.waiting.extend(_Job(source, known_hash) for source, known_hash in plan.todo)
         log.info(
             "ingest run %d: %d videos (%d unchanged, %d to do), %d other files ignored, checkpoint %s",
             summary.run_id,
@@ -201,57 +196,55 @@ class _Ingestion:
 
     def _loop(self) -> None:
         batch_size = self.options.batch_size
-        pool: DecodePool[_Step] = DecodePool(
-            self.options.workers,
-            self.options.max_inflight or 2 * max(1, self.options.workers) + 2,
-            is_stale=lambda step: step.job.done,
-            has_work=self._has_steps,
+        pool: WorkerPool[_Job] = WorkerPool(
+            self.options.workers, self.spec, has_work=lambda: bool(self.waiting), decode=decode_video
         )
         try:
             while True:
-                pool.fill(self._next_task, lambda: len(self.buffer) < self.max_buffer)
+                pool.fill(self._next_task)
                 if len(self.buffer) >= batch_size:
                     self._encode(batch_size)
-                    self._handle(pool.finished())
                     continue
                 if not pool.busy:
                     if self.buffer:
                         self._encode(len(self.buffer))
                         continue
-                    if pool.has_retries or self._has_steps():
+                    if pool.has_retries or self.waiting:
                         continue
                     break
                 waited = time.perf_counter()
-                outcomes = pool.wait(0.2 if self.buffer else None)
+                messages = pool.poll(0.2 if self.buffer else None)
                 self.timers["wait_decode"] += time.perf_counter() - waited
-                if not outcomes and self.buffer:
+                if not messages and self.buffer:
                     self._encode(len(self.buffer))  # the workers are slower than the encoder: do not wait
-                self._handle(outcomes)
+                for message in messages:
+                    self._handle(message)
         finally:
             pool.close()
 
-    def _has_steps(self) -> bool:
-        return bool(self.chunk_steps or self.new_steps)
-
-    def _next_task(self) -> Task[_Step] | None:
-        queue = self.chunk_steps or self.new_steps
-        if not queue:
+    def _next_task(self) -> Task[_Job] | None:
+        if len(self.buffer) >= self.max_buffer or not self.waiting:
             return None
-        step = queue.popleft()
-        path = str(step.job.source.path)
-        if step.kind == "prepare":
-            return Task(prepare_video, (path, step.job.known_hash, self.spec), step)
-        return Task(decode_clips, (path, step.windows, self.spec), step)
+        job = self.waiting.popleft()
+        return Task(str(job.source.path), job.known_hash, job)
 
-    def _handle(self, outcomes: list[Outcome[_Step]]) -> None:
-        for outcome in outcomes:
-            job = outcome.owner.job
-            if outcome.error is not None:
-                self._fail(job, outcome.error)
-            elif outcome.owner.kind == "prepare":
-                self._prepared(job, outcome.result)
-            elif not job.done:
-                self.buffer += [(job, clip) for clip in outcome.result]
+    def _handle(self, message: Message[_Job]) -> None:
+        job = message.owner
+        if message.kind == "restart":  # its worker died: the file is decoded again, its clips so far are void
+            job.attempt += 1
+            job.probed = None
+        elif message.kind == "failed":
+            self._fail(job, message.error or "unknown error")
+        elif message.kind == "event":
+            event = message.event
+            for key, seconds in getattr(event, "timings", {}).items():
+                self.timers[key] = self.timers.get(key, 0.0) + seconds
+            if isinstance(event, Probed):
+                self._prepared(job, event)
+            elif isinstance(event, DecodedChunk) and not job.done:
+                self.buffer += [(job, job.attempt, clip) for clip in event.clips]
+            elif isinstance(event, DecodeFailed):
+                self._fail(job, event.error)
 
     def _prepared(self, job: _Job, probed: Probed) -> None:
         job.probed = probed
@@ -268,18 +261,12 @@ class _Ingestion:
         job.embeddings = np.zeros((count, self.encoder.embed_dim), np.float32)
         job.thumbnails = [b""] * count
         job.remaining = count
-        self.buffer += [(job, clip) for clip in probed.first_chunk]
-        probed.first_chunk = []
-        step = self.spec.chunk_clips
-        positions = list(enumerate(probed.windows))
-        for begin in range(step, count, step):
-            self.chunk_steps.append(_Step("decode", job, positions[begin : begin + step]))
 
     # --- encoding and committing ------------------------------------------------------------------------------
 
     def _encode(self, count: int) -> None:
-        batch, self.buffer = self.buffer[:count], self.buffer[count:]
-        batch = [(job, clip) for job, clip in batch if not job.done]
+        taken, self.buffer = self.buffer[:count], self.buffer[count:]
+        batch = [(job, clip) for job, attempt, clip in taken if not job.done and attempt == job.attempt]
         if not batch:
             return
         started = time.perf_counter()

@@ -1,32 +1,39 @@
-"""The pool of decoding processes: tasks in, outcomes out, and a decoder crash contained to its own file.
+"""Decoding processes: each decodes one video at a time and streams its events back over its own pipe.
 
-Decoders are C libraries: a corrupt file can kill the process that reads it. When a worker dies, Python's
-process pool breaks and every task in it is lost, so the tasks that were in the pool are retried one at a
-time; a task that kills a worker twice fails its file, once a healthy worker has shown that the crashes are
+A worker runs ``decode.decode_video`` for a file and sends each event (the probe, then chunks of clips) as
+soon as it is made, so a file is opened once however long it is, and memory stays bounded: a worker blocks
+on its pipe until the encoder's process reads, which it does only when it has room for more clips.
+
+Decoders are C libraries: a corrupt file can kill the process that reads it. Each worker has a pipe of its
+own, so a death takes only its own file down: the file is decoded again on a fresh worker (its clips so far
+are void), and a file that kills a worker twice fails, once a healthy worker has shown that the crashes are
 the file's and not the machine's. Workers start from a fork server that has imported the decoding modules
-once, so a replaced pool is ready in a moment.
+once, so a replacement is ready in a moment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from multiprocessing.context import BaseContext
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from typing import Any, Generic, Literal, TypeVar
 
-from .decode import describe_error, init_worker
+from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, decode_video, describe_error, init_worker
 from .errors import IndexerError
 
 log = logging.getLogger(__name__)
 
 Owner = TypeVar("Owner")
 CRASH_MESSAGE = "the decoder crashed (its worker process died) while reading this file"
+Event = Probed | DecodedChunk | DecodeFailed
+DecodeFn = Callable[[str, str | None, DecodeSpec], Iterator[Event]]  # decode.decode_video's signature
 
 # Imported once by the fork server, so that each decoding worker starts in a moment (missing ones are skipped).
 # A worker re-runs the main script's imports (the ``tvr`` command: tvr_cli and what it registers), so those
@@ -44,7 +51,7 @@ FORKSERVER_PRELOAD = (
 )
 
 
-def worker_context() -> BaseContext:
+def worker_context() -> ForkServerContext | SpawnContext:
     """``forkserver`` where the platform has it, else ``spawn``; never plain ``fork`` (torch's threads)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
@@ -54,143 +61,232 @@ def worker_context() -> BaseContext:
 
 
 def default_workers() -> int:
-    """One decoding process per core, leaving one core to the encoder and the catalog writes."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """One decoding process per core: the encoder's process waits on them most of the time."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+def decode_threads(workers: int) -> int:
+    """Decoding threads per worker: the cores shared out, so that one long file still uses them all."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 @dataclass
 class Task(Generic[Owner]):
-    """A call to run in a worker, and what the caller wants back with its outcome."""
+    """A file to decode, and what the caller wants back with its events."""
 
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
+    path: str
+    known_hash: str | None
     owner: Owner
-    crashes: int = 0  # times a worker died while running it
+    crashes: int = 0  # times a worker died while decoding it
 
 
 @dataclass
-class Outcome(Generic[Owner]):
+class Message(Generic[Owner]):
+    """What the pool tells the caller about a task.
+
+    ``event``: a decoding event; ``restart``: a worker died, the task runs again from the start (void its
+    clips so far); ``failed``: it cannot be decoded (``error`` says why); ``done``: no more events.
+    """
+
     owner: Owner
-    result: Any = None
-    error: str | None = None  # one line for the catalog when the call raised or its worker kept dying
+    kind: Literal["event", "restart", "failed", "done"]
+    event: Event | None = None
+    error: str | None = None
 
 
-class InlineExecutor:
-    """Runs tasks in this process at submit time (``--workers 0``: debugging, profiling)."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        future: Future[Any] = Future()
+def _serve(connection: Connection, spec: DecodeSpec, decode: DecodeFn) -> None:
+    """A worker process: decode the files it is sent, streaming each one's events back."""
+    init_worker()
+    while True:
         try:
-            future.set_result(fn(*args))
-        except Exception as exc:
-            future.set_exception(exc)
-        return future
+            request = connection.recv()
+        except (EOFError, OSError):
+            return
+        if request is None:
+            return
+        ticket, path, known_hash = request
+        try:
+            for event in decode(path, known_hash, spec):
+                connection.send((ticket, event))
+        except Exception as exc:  # a bug, not a bad file: report it as this file's failure
+            connection.send((ticket, DecodeFailed(describe_error(exc))))
+        connection.send((ticket, None))
 
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    connection: Connection
+    task: Any = None  # the Task it decodes, or None when idle
+    ticket: int = 0  # names the current task's messages
 
 
-class DecodePool(Generic[Owner]):
-    """Up to ``max_inflight`` tasks in ``workers`` processes (0: in this process).
+@dataclass
+class _Inline(Generic[Owner]):
+    """``workers=0``: tasks decoded in this process, one event per poll."""
 
-    ``is_stale(owner)`` says a queued task is no longer wanted (its video failed meanwhile); ``has_work()``
-    whether the caller still has tasks to submit (to tell a dying machine from a few bad files).
+    spec: DecodeSpec
+    running: deque[tuple[Task[Owner], Iterator[Event]]] = field(default_factory=deque)
+
+
+class WorkerPool(Generic[Owner]):
+    """``workers`` decoding processes (0: decode in this process), each decoding one task at a time.
+
+    ``has_work()`` says whether the caller still has tasks to submit (to tell a dying machine from a few
+    bad files). ``decode`` is what workers run for a file (a top-level function, sent to them by name).
     """
 
     def __init__(
         self,
         workers: int,
-        max_inflight: int,
+        spec: DecodeSpec,
         *,
-        is_stale: Callable[[Owner], bool] = lambda _: False,
         has_work: Callable[[], bool] = lambda: False,
+        decode: DecodeFn = decode_video,
     ) -> None:
-        self.workers, self.max_inflight = workers, max_inflight
-        self._is_stale, self._has_work = is_stale, has_work
-        self._executor = self._new_executor()
-        self._inflight: dict[Future[Any], Task[Owner]] = {}
-        self._retries: deque[Task[Owner]] = deque()  # tasks that were in the pool when a worker died
-        self._isolating = False  # a retried task runs alone
-        self._finished = 0  # tasks a worker completed (with a result or an exception)
+        self.spec, self.decode = spec, decode
+        self._has_work = has_work
+        self._context = worker_context() if workers > 0 else None
+        self._workers: list[_Worker] = [self._start_worker() for _ in range(workers)]
+        self._inline: _Inline[Owner] | None = _Inline(spec) if workers <= 0 else None
+        self._retries: deque[Task[Owner]] = deque()  # tasks whose worker died
         self._doomed: list[Task[Owner]] = []  # killed a worker twice; failed once a worker proves healthy
+        self._finished = 0  # tasks a worker completed
+        self._tickets = 0
+
+    # --- submitting -----------------------------------------------------------------------------------------
 
     @property
     def busy(self) -> bool:
-        return bool(self._inflight)
+        """Whether any task is being decoded."""
+        if self._inline is not None:
+            return bool(self._inline.running)
+        return any(w.task is not None for w in self._workers)
 
     @property
     def has_retries(self) -> bool:
         return bool(self._retries)
 
-    def fill(self, next_task: Callable[[], Task[Owner] | None], has_room: Callable[[], bool]) -> None:
-        """Submit tasks (retries first, each alone) while the pool and the caller have room."""
-        while len(self._inflight) < self.max_inflight and has_room() and not self._isolating:
-            if self._retries:
-                if self._inflight:
-                    return  # a task that was in the pool when a worker died runs alone
-                task = self._retries.popleft()
-                self._isolating = True
-            else:
-                maybe = next_task()
-                if maybe is None:
+    def fill(self, next_task: Callable[[], Task[Owner] | None]) -> None:
+        """Give every idle worker a task: a retry first, else ``next_task()``."""
+        if self._inline is not None:
+            while not self._inline.running:
+                task = self._retries.popleft() if self._retries else next_task()
+                if task is None:
                     return
-                task = maybe
-            if self._is_stale(task.owner):
-                self._isolating = False
+                self._inline.running.append((task, self.decode(task.path, task.known_hash, self.spec)))
+            return
+        for index, worker in enumerate(self._workers):
+            if worker.task is not None:
                 continue
-            self._inflight[self._executor.submit(task.fn, *task.args)] = task
+            if not worker.process.is_alive():  # died between tasks: replace it quietly
+                worker.connection.close()
+                worker = self._workers[index] = self._start_worker()
+            task = self._retries.popleft() if self._retries else next_task()
+            if task is None:
+                return
+            self._tickets += 1
+            worker.task, worker.ticket = task, self._tickets
+            with contextlib.suppress(BrokenPipeError, OSError):  # a dead worker is found by poll()
+                worker.connection.send((worker.ticket, task.path, task.known_hash))
 
-    def wait(self, timeout: float | None) -> list[Outcome[Owner]]:
-        """Outcomes of the tasks that finish within ``timeout`` seconds (None: at least one)."""
-        done, _ = wait(self._inflight, timeout=timeout, return_when=FIRST_COMPLETED)
-        return self._collect(done)
+    # --- receiving ------------------------------------------------------------------------------------------
 
-    def finished(self) -> list[Outcome[Owner]]:
-        """Outcomes of the tasks already done, without waiting."""
-        return self._collect({f for f in self._inflight if f.done()})
+    def poll(self, timeout: float | None) -> list[Message[Owner]]:
+        """Messages that arrive within ``timeout`` seconds (None: wait for at least one)."""
+        if self._inline is not None:
+            return self._poll_inline()
+        busy = [w for w in self._workers if w.task is not None]
+        if not busy:
+            return []
+        ready = wait([w.connection for w in busy] + [w.process.sentinel for w in busy], timeout)
+        messages: list[Message[Owner]] = []
+        for worker in busy:
+            if worker.connection in ready:
+                messages += self._receive(worker)
+            elif worker.process.sentinel in ready:
+                messages += self._died(worker)
+        return messages + self._give_up_on_doomed()
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _new_executor(self) -> ProcessPoolExecutor | InlineExecutor:
-        if self.workers <= 0:
-            return InlineExecutor()
-        return ProcessPoolExecutor(self.workers, mp_context=worker_context(), initializer=init_worker)
-
-    def _collect(self, done: set[Future[Any]]) -> list[Outcome[Owner]]:
-        outcomes: list[Outcome[Owner]] = []
-        crashed: list[Task[Owner]] = []
-        for future in [f for f in self._inflight if f in done]:  # in submission order
-            task = self._inflight.pop(future)
-            if task.crashes:
-                self._isolating = False
-            try:
-                outcomes.append(Outcome(task.owner, result=future.result()))
-            except BrokenProcessPool:
-                crashed.append(task)
-                continue
-            except Exception as exc:
-                outcomes.append(Outcome(task.owner, error=describe_error(exc)))
+    def _receive(self, worker: _Worker) -> list[Message[Owner]]:
+        task = worker.task
+        assert task is not None
+        try:
+            ticket, event = worker.connection.recv()
+        except Exception:  # EOF, or a message cut off by the worker's death
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=5)
+            return self._died(worker)
+        if ticket != worker.ticket:  # left over from a task this worker was sent before
+            return []
+        if event is None:
+            worker.task = None
             self._finished += 1
-        if crashed:
-            self._replace_pool(crashed)
-        if self._doomed and self._finished > 0:
-            outcomes += [Outcome(task.owner, error=CRASH_MESSAGE) for task in self._doomed]
-            self._doomed = []
-        elif self._doomed and (len(self._doomed) >= 3 or not (self._inflight or self._retries or self._has_work())):
+            return [Message(task.owner, "done")]
+        return [Message(task.owner, "event", event)]
+
+    def _died(self, worker: _Worker) -> list[Message[Owner]]:
+        task = worker.task
+        assert task is not None
+        code = worker.process.exitcode
+        log.warning("a decoding worker died (exit code %s) while reading %s", code, task.path)
+        worker.connection.close()
+        self._workers[self._workers.index(worker)] = self._start_worker()
+        task.crashes += 1
+        if task.crashes >= 2:
+            self._doomed.append(task)
+            return []
+        self._retries.append(task)
+        return [Message(task.owner, "restart")]
+
+    def _give_up_on_doomed(self) -> list[Message[Owner]]:
+        if not self._doomed:
+            return []
+        if self._finished > 0:
+            doomed, self._doomed = self._doomed, []
+            return [Message(task.owner, "failed", error=CRASH_MESSAGE) for task in doomed]
+        if len(self._doomed) >= 3 or not (self.busy or self._retries or self._has_work()):
             raise IndexerError(
-                "the decoding worker processes die before finishing any task (see the log above); "
+                "the decoding worker processes die before finishing any file (see the log above); "
                 "run with --workers 0 to decode in the main process"
             )
-        return outcomes
+        return []
 
-    def _replace_pool(self, crashed: list[Task[Owner]]) -> None:
-        crashed += list(self._inflight.values())  # the whole pool is gone
-        self._inflight.clear()
-        self._isolating = False
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = self._new_executor()
-        for task in crashed:
-            task.crashes += 1
-            (self._doomed if task.crashes >= 2 else self._retries).append(task)
-        log.warning("a decoding worker died; %d tasks are retried one at a time", len(self._retries))
+    def _poll_inline(self) -> list[Message[Owner]]:
+        assert self._inline is not None
+        if not self._inline.running:
+            return []
+        task, events = self._inline.running[0]
+        event = next(events, None)
+        if event is None:
+            self._inline.running.popleft()
+            self._finished += 1
+            return [Message(task.owner, "done")]
+        return [Message(task.owner, "event", event)]
+
+    # --- life cycle -----------------------------------------------------------------------------------------
+
+    def _start_worker(self) -> _Worker:
+        assert self._context is not None
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_serve, args=(theirs, self.spec, self.decode), daemon=True, name="tvr-decode"
+        )
+        process.start()
+        theirs.close()
+        return _Worker(process, ours)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            if worker.task is None:
+                with contextlib.suppress(BrokenPipeError, OSError):
+                    worker.connection.send(None)
+            worker.connection.close()
+            if worker.task is not None:  # mid-file: no reason to wait for it
+                worker.process.terminate()
+        for worker in self._workers:
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.process.kill()
+        self._workers = []

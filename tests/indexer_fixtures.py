@@ -286,15 +286,18 @@ def run_ingest(settings, paths, encoder=None, manifest=None, **options):  # type
     return ingest(settings, discover(paths, manifest), IngestOptions(**options), encoder=encoder)
 
 
-def crashing_prepare(path: str, known_hash, spec):  # type: ignore[no-untyped-def]
-    """``prepare_video`` that kills its worker process on files named ``crash*``: a decoder segfault."""
-    from indexer.decode import prepare_video
+def crashing_decode(path: str, known_hash, spec):  # type: ignore[no-untyped-def]
+    """``decode_video`` that kills its worker process on files named ``crash*`` after their first chunk: a
+    decoder segfault part-way through a file."""
+    from indexer.decode import decode_video
 
-    if Path(path).name.startswith("crash"):
-        os._exit(3)
-    return prepare_video(path, known_hash, spec)
+    for event in decode_video(path, known_hash, spec):
+        yield event
+        if Path(path).name.startswith("crash") and type(event).__name__ == "DecodedChunk":
+            os._exit(3)
 
 
-def always_crashing_prepare(path: str, known_hash, spec):  # type: ignore[no-untyped-def]
+def always_crashing_decode(path: str, known_hash, spec):  # type: ignore[no-untyped-def]
     """A worker that cannot do anything (as when its interpreter cannot start)."""
     os._exit(3)
+    yield  # a generator, as decode_video is

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from indexer_fixtures import (  # noqa: F401 (fixtures)
     LONG_CLIPS,
     LONG_SECONDS,
@@ -320,14 +321,14 @@ def test_data_dir_copy_is_self_contained(tmp_path, tiny_checkpoint, tiny_encoder
 
 @pytest.mark.slow
 def test_a_crashing_decoder_fails_only_its_file(tmp_path, monkeypatch, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
-    from indexer_fixtures import crashing_prepare
+    from indexer_fixtures import crashing_decode
 
     import indexer.pipeline
 
     folder = tmp_path / "videos"
     write_small_corpus(folder, 4)
     write_video(folder / "crash.mp4", colored(5, 32, 50), fps=5)
-    monkeypatch.setattr(indexer.pipeline, "prepare_video", crashing_prepare)
+    monkeypatch.setattr(indexer.pipeline, "decode_video", crashing_decode)
     settings = make_settings(tmp_path, tiny_checkpoint)
     summary = run_ingest(settings, [folder], tiny_encoder, workers=2)
     assert summary.indexed == 4
@@ -339,16 +340,16 @@ def test_a_crashing_decoder_fails_only_its_file(tmp_path, monkeypatch, tiny_chec
 
 @pytest.mark.slow
 def test_workers_that_cannot_start_stop_the_run(tmp_path, monkeypatch, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
-    from indexer_fixtures import always_crashing_prepare
+    from indexer_fixtures import always_crashing_decode
 
     import indexer.pipeline
     from indexer.errors import IndexerError
 
     folder = tmp_path / "videos"
     write_small_corpus(folder, 4)
-    monkeypatch.setattr(indexer.pipeline, "prepare_video", always_crashing_prepare)
+    monkeypatch.setattr(indexer.pipeline, "decode_video", always_crashing_decode)
     settings = make_settings(tmp_path, tiny_checkpoint)
-    with pytest.raises(IndexerError, match="die before finishing any task"):
+    with pytest.raises(IndexerError, match="die before finishing any file"):
         run_ingest(settings, [folder], tiny_encoder, workers=2)
     with catalog(settings)() as session:  # nothing was marked failed for a fault of the machine
         assert session.scalars(select(Video)).all() == []
@@ -362,12 +363,12 @@ def test_stored_embeddings_are_the_encoders_embeddings_of_the_clip_frames(
     tiny_encoder,  # noqa: F811
     preprocessing,
 ) -> None:
-    """Workers send frames resized as the encoder's preprocessing says (uint8) and the encoder's process
-    normalises them: the same vectors as encoding the clip's frames directly, whatever the backbone's
-    statistics, filter and resize mode."""
+    """Workers send frames resized as the encoder's preprocessing says (uint8, scaled in the decoder) and
+    the encoder's process normalises them: the same vectors as encoding the clip's frames directly,
+    whatever the backbone's statistics, filter and resize mode."""
     from model import create_model, load_encoder, save_checkpoint
     from model.preprocess import FramePreprocess
-    from model.video import read_clip
+    from model.video import VideoReader, sample_times
 
     encoder, checkpoint = tiny_encoder, tiny_checkpoint
     if preprocessing != "clip":
@@ -382,6 +383,8 @@ def test_stored_embeddings_are_the_encoders_embeddings_of_the_clip_frames(
     for path in paths:
         video = videos_by_name(settings, folder)[path.name]
         for clip in clips_of(settings, video.id):
-            frames = read_clip(path, clip.start, clip.end, encoder.num_frames)
-            direct = encoder.encode_video(encoder.preprocess(frames)[None])[0]
+            times = sample_times(clip.start, clip.end, encoder.num_frames)
+            with VideoReader(path) as reader:
+                frames = np.stack(reader.sample(times, lambda _, frame: frame.for_encoder(encoder.preprocess)))
+            direct = encoder.encode_video(encoder.preprocess.normalize(torch.from_numpy(frames))[None])[0]
             np.testing.assert_allclose(clip.vector(), direct.numpy(), atol=1e-5)
