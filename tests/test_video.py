@@ -318,3 +318,71 @@ def test_closed_reader_refuses_to_read(tmp_path: Path) -> None:
     reader.close()  # idempotent
     with pytest.raises(ValueError, match="closed"):
         reader.frames_at([0.0])
+
+
+# ---------------------------------------------------------------------------- decoding only what is shown
+
+
+def textured_indexed_frames(count: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``indexed_frames`` with noise on top, so that x264 codes B-frames between them."""
+    noise = np.random.default_rng(seed).integers(-12, 12, (height, width, 3))
+    return np.clip(indexed_frames(count, height, width).astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def test_frames_the_decoder_skips_are_never_the_frames_shown(tmp_path: Path) -> None:
+    from model.media import write_video as write
+
+    path = tmp_path / "b.mp4"
+    write(path, textured_indexed_frames(120, 64, 96), fps=30, gop=60, bframes=3, preset="veryfast")
+    dense = np.concatenate([(np.arange(120) + 0.5) / 30, np.random.default_rng(2).uniform(0, 4.2, 100)])
+    with VideoReader(path) as reader:
+        assert indices(reader.frames_at(dense)) == [min(int(t * 30 + 1e-6), 119) for t in dense]
+        assert reader.decoded_frames == 120  # every frame is shown at some time asked for
+    sparse = np.arange(0.0, 4.0, 0.83)  # what clips sample: one frame in 25
+    with VideoReader(path) as reader:
+        assert indices(reader.frames_at(sparse)) == [int(t * 30 + 1e-6) for t in sparse]
+        assert reader.decoded_frames is not None and reader.decoded_frames < 110  # B-frames no one shows
+
+
+def test_stretches_without_a_time_asked_for_are_skipped_by_seeking(tmp_path: Path) -> None:
+    from model.media import write_video as write
+
+    path = tmp_path / "gop.mp4"
+    write(path, textured_indexed_frames(600, 32, 48), fps=30, gop=30, preset="veryfast")  # a keyframe a second
+    times = [0.5, 10.5, 19.5, 19.9]
+    with VideoReader(path) as reader:
+        assert indices(reader.frames_at(times)) == [int(t * 30 + 1e-6) % 512 for t in times]  # indices wrap
+        assert reader.decoded_frames is not None and reader.decoded_frames < 150  # of 600
+
+
+def test_frames_come_upright_at_their_display_aspect(tmp_path: Path) -> None:
+    from fractions import Fraction as F
+
+    from model.media import write_video as write
+    from model.preprocess import FramePreprocess
+
+    band = np.full((4, 32, 64, 3), 90, np.uint8)
+    band[:, :, :16] = (230, 30, 30)  # a red band on the left of landscape frames
+    write(tmp_path / "phone.mp4", band, fps=10, rotation=90)  # shown turned 90 degrees counterclockwise
+    write(tmp_path / "hdv.mp4", band, fps=10, sample_aspect_ratio=F(4, 3))
+    with VideoReader(tmp_path / "phone.mp4") as reader:
+        assert (reader.info.width, reader.info.height, reader.info.rotation) == (32, 64, 90)
+        (frame,) = reader.frames_at([0.0])
+        assert frame.shape == (64, 32, 3) and frame[-8:, :, 0].mean() > 200 and frame[:8, :, 0].mean() < 120
+        (small,) = reader.sample([0.0], lambda _, f: f.for_encoder(FramePreprocess(16, resize_mode="squash")))
+        assert small.shape == (3, 16, 16) and small[0, -3:].mean() > 200 and small[0, :3].mean() < 120
+    for backend in BACKENDS:
+        with VideoReader(tmp_path / "hdv.mp4", backend=backend) as reader:
+            assert (reader.info.width, reader.info.height, reader.info.sample_aspect) == (85, 32, F(4, 3))
+            assert reader.frames_at([0.0]).shape == (1, 32, 85, 3)
+
+
+def test_ten_bit_video_decodes_to_the_right_colours(tmp_path: Path) -> None:
+    from model.media import write_video as write
+
+    colour = (200, 120, 40)
+    write(tmp_path / "ten.mp4", np.full((3, 32, 32, 3), colour, np.uint8), fps=10, pix_fmt="yuv420p10le")
+    with VideoReader(tmp_path / "ten.mp4") as reader:
+        assert reader.info.pixel_format == "yuv420p10le"
+        (frame,) = reader.frames_at([0.1])
+        assert np.abs(frame.reshape(-1, 3).mean(0) - colour).max() < 4
