@@ -74,6 +74,7 @@ class Video(Base):
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
     codec: Mapped[str | None] = mapped_column(String(64))
+    decoder: Mapped[str | None] = mapped_column(String(32))  # what decoded it: pyav, decord, nvdec
     size: Mapped[int | None] = mapped_column(BigInteger)  # bytes
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)  # lets a rerun skip unchanged files unhashed
     status: Mapped[VideoStatus] = mapped_column(

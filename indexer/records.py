@@ -185,6 +185,7 @@ def _set_file_facts(video: Video, probed: Probed) -> None:
     if probed.status == "ok" or probed.duration:
         video.duration, video.fps, video.codec = probed.duration, probed.fps, probed.codec or None
         video.width, video.height = probed.width or None, probed.height or None
+        video.decoder = probed.decoder or None
 
 
 def _remove_thumbnails_except(folder: Path, keep: set[str]) -> None:

@@ -65,6 +65,7 @@ def test_every_format_and_every_failure(tmp_path, format_corpus, tiny_checkpoint
         video = videos[name]
         assert video.status == VideoStatus.indexed, (name, video.error)
         assert video.checkpoint_id == tiny_encoder.checkpoint_id and len(video.content_hash) == 64
+        assert video.decoder == "pyav"  # what decoded it is recorded
         clips = clips_of(settings, video.id)
         assert len(clips) == expected_clips, name
         for clip in clips:

@@ -1,0 +1,29 @@
+"""Videos record what decoded them (pyav, decord, nvdec), so a GPU machine's CPU fallbacks can be found.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("videos") as batch:
+        batch.add_column(sa.Column("decoder", sa.String(length=32), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("videos") as batch:
+        batch.drop_column("decoder")
