@@ -75,8 +75,9 @@ def dual_attention_block(
 ) -> SelectionScores | None:
     """One block: local attention within units, global attention of the prompts over everything, MLP.
 
-    Updates ``tokens.x`` and returns the selection scores when ``want_scores`` (they need the attention
-    probabilities, so that block does not use the fused kernel).
+    Updates ``tokens.x`` and returns the selection scores when ``want_scores``: that block computes the
+    probabilities selection reads explicitly (the prompts' rows and each frame's CLS row); all other attention
+    runs in the fused kernel.
     """
     attn = block.attn
     x = tokens.x
@@ -86,32 +87,35 @@ def dual_attention_block(
     hd = d // h
 
     qkv = F.linear(block.ln_1(x), qkv_weight(attn, lora), attn.in_proj_bias)  # (B, L, 3D)
-    qkv = qkv.view(b, length, 3, h, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, L, hd)
-    q, k, v = qkv.unbind(0)  # each (B, H, L, hd)
 
-    # Local: unit tokens attend within their unit.
-    def per_unit(t: torch.Tensor) -> torch.Tensor:
-        return t[:, :, g:].reshape(b, h, u, m, hd).transpose(1, 2)  # (B, U, H, M, hd)
+    # Local: unit tokens attend within their unit. The units' q/k/v are laid out as (B*U, M, 3, H, hd) so that
+    # attention runs on 4-D (batch, head, token, width) views, which the fused kernels take: 5-D inputs fall
+    # back to torch's unfused path, which also computes bfloat16 inputs in float32. A copy only when B > 1
+    # and there are prompts.
+    units = qkv[:, g:].reshape(b * u, m, 3, h, hd)
+    ql, kl, vl = (t.transpose(1, 2) for t in units.unbind(2))  # each (B*U, H, M, hd)
+    local = F.scaled_dot_product_attention(ql, kl, vl)  # (B*U, H, M, hd)
+    out = local.transpose(1, 2).reshape(b, u * m, d)  # a view when the kernel wrote (B*U, M, H, hd)
 
-    ql, kl, vl = per_unit(q), per_unit(k), per_unit(v)
     scores = None
-    glob: torch.Tensor | None  # the prompts' output; None without prompts
-    if want_scores:
-        local_probs = torch.softmax((ql @ kl.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B, U, H, M, M)
-        local = local_probs @ vl
-        global_probs = torch.softmax((q[:, :, :g] @ k.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B, H, G, L)
-        glob = global_probs @ v  # (B, H, G, hd)
-        # Selection runs while units are single frames: unit index = frame index, token 0 = CLS.
-        scores = SelectionScores(
-            global_to_patch=global_probs.mean(1)[:, 0, g:].reshape(b, u, m)[:, :, 1:],  # (B, T, N)
-            cls_to_patch=local_probs.mean(2)[:, :, 0, 1:],  # (B, T, N)
-        )
-    else:
-        local = F.scaled_dot_product_attention(ql, kl, vl)  # (B, U, H, M, hd)
-        glob = F.scaled_dot_product_attention(q[:, :, :g], k, v) if g else None  # (B, H, G, hd)
-
-    out = local.transpose(2, 3).reshape(b, u * m, d)  # (B, U*M, D)
-    if glob is not None:
+    if g:
+        # Global: the G prompt rows attend to all L tokens of their video; k and v are views of qkv.
+        packed = qkv.view(b, length, 3, h, hd)
+        qg = packed[:, :g, 0].transpose(1, 2)  # (B, H, G, hd)
+        k, v = packed[:, :, 1].transpose(1, 2), packed[:, :, 2].transpose(1, 2)  # (B, H, L, hd)
+        if want_scores:
+            # Explicit, for prompt 0's probabilities (G rows: small).
+            global_probs = torch.softmax((qg @ k.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B, H, G, L)
+            glob = global_probs @ v  # (B, H, G, hd)
+            # Each frame's CLS row of the local attention, the only local probabilities selection needs.
+            cls_probs = torch.softmax((ql[:, :, :1] @ kl.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B*U, H, 1, M)
+            # Selection runs while units are single frames: unit index = frame index, token 0 = CLS.
+            scores = SelectionScores(
+                global_to_patch=global_probs[:, :, 0, g:].mean(1).reshape(b, u, m)[:, :, 1:],  # (B, T, N)
+                cls_to_patch=cls_probs.mean(1).view(b, u, m)[:, :, 1:],  # (B, T, N)
+            )
+        else:
+            glob = F.scaled_dot_product_attention(qg, k, v)  # (B, H, G, hd)
         out = torch.cat([glob.transpose(1, 2).reshape(b, g, d), out], dim=1)  # (B, L, D)
     x = x + block.ls_1(attn.out_proj(out))
     tokens.x = x + block.ls_2(block.mlp(block.ln_2(x)))
@@ -122,16 +126,16 @@ def select_patches(tokens: VideoTokens, scores: SelectionScores, drop: int, alph
     """Keep, in every frame, its CLS token and the ``N - drop`` patches of highest score."""
     assert tokens.frames_per_unit == 1, "selection runs before any merge"
     score = alpha * scores.global_to_patch + (1.0 - alpha) * scores.cls_to_patch  # (B, T, N)
-    n = score.shape[-1]
-    keep = score.topk(n - drop, dim=-1).indices.sort(dim=-1).values + 1  # (B, T, N-drop), 1.. skips CLS
-    cls = keep.new_zeros(keep.shape[:-1] + (1,))
-    keep = torch.cat([cls, keep], dim=-1)  # (B, T, 1+N-drop)
-    units = tokens.units  # (B, T, 1+N, D)
-    d = units.shape[-1]
-    kept = units.gather(2, keep.unsqueeze(-1).expand(-1, -1, -1, d))  # (B, T, 1+N-drop, D)
-    g = tokens.num_global
-    tokens.x = torch.cat([tokens.x[:, :g], kept.flatten(1, 2)], dim=1)
-    tokens.unit_len = kept.shape[2]
+    b, t, n = score.shape
+    g, m, d = tokens.num_global, tokens.unit_len, tokens.x.shape[-1]
+    top = score.topk(n - drop, dim=-1).indices.sort(dim=-1).values  # (B, T, N-drop), patch numbers 0..N-1
+    # Positions in x: frame t's CLS sits at g + t*M, its patch p at g + t*M + 1 + p; the prompts stay in front.
+    cls = torch.arange(g, g + t * m, m, device=score.device).view(1, t, 1).expand(b, t, 1)
+    keep = torch.cat([cls, top + (cls + 1)], dim=-1).flatten(1)  # (B, T*(1+N-drop))
+    if g:
+        keep = torch.cat([torch.arange(g, device=score.device).expand(b, g), keep], dim=1)
+    tokens.x = tokens.x.gather(1, keep.unsqueeze(-1).expand(-1, -1, d))  # (B, G + T*(1+N-drop), D)
+    tokens.unit_len = 1 + n - drop
 
 
 def merge_units(tokens: VideoTokens, num_units: int, grouping: str = "strided") -> None:
