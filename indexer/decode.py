@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from model.files import sha256_of_file
+from model.video_pyav import DecodeSteps
 
 from .clips import ClipPolicy, clip_windows
 
@@ -52,6 +53,8 @@ class DecodeSpec:
     sampling: str = "uniform"
     backend: str | None = None  # model.video backend: None (PyAV) or "decord"
     threads: int = 0  # decoding threads per file (0: FFmpeg's choice)
+    steps: DecodeSteps = DecodeSteps()  # the PyAV reader's savings (all; benchmarks switch them off)
+    scale_in_decoder: bool = True  # scale in libswscale (else convert whole frames, resize with torch)
 
 
 @dataclass
@@ -133,7 +136,7 @@ def decode_video(path: str, known_hash: str | None, spec: DecodeSpec) -> Iterato
     from model.video import VideoReader
 
     try:
-        reader = VideoReader(path, backend=spec.backend, threads=spec.threads)
+        reader = VideoReader(path, backend=spec.backend, threads=spec.threads, steps=spec.steps)
     except Exception as exc:  # a bad file must not stop the batch: report it
         probed.status, probed.error = "failed", describe_error(exc)
         yield probed
@@ -179,7 +182,10 @@ def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]],
             jpeg = jpeg_thumbnail(frame.thumbnail(spec.thumbnail_width))
             timings["thumbnails"] += time.perf_counter() - started
             return jpeg
-        resized = frame.for_encoder(spec.preprocess)
+        if spec.scale_in_decoder:
+            resized = frame.for_encoder(spec.preprocess)
+        else:
+            resized = spec.preprocess.resize(frame.rgb()[None])[0].numpy()
         timings["convert"] += time.perf_counter() - started
         return resized
 

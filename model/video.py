@@ -30,7 +30,7 @@ import numpy as np
 
 from .video_decord import DecordBackend, DecordFailed
 from .video_frames import DisplayFrame
-from .video_pyav import PyAVBackend, PyAVReadError, truncation
+from .video_pyav import DecodeSteps, PyAVBackend, PyAVReadError, truncation
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +128,20 @@ class VideoReader:
 
     ``backend``: "pyav" or "decord"; None picks PyAV. When decord cannot open or read a file it falls back
     to PyAV (logged at debug level); ``self.backend`` says which one is in use. ``threads``: decoding
-    threads (0: as many as FFmpeg likes). ``timings`` holds the seconds spent opening, demuxing and
-    decoding. Not thread-safe: use one reader per thread or process.
+    threads (0: as many as FFmpeg likes); ``steps``: which of PyAV's savings to make (all, by default).
+    ``timings`` holds the seconds spent opening, demuxing and decoding. Not thread-safe: use one reader
+    per thread or process.
     """
 
-    def __init__(self, path: str | os.PathLike[str], backend: str | None = None, threads: int = 0):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        backend: str | None = None,
+        threads: int = 0,
+        steps: DecodeSteps = DecodeSteps(),
+    ):
         self.path = str(Path(path))
-        self.threads = threads
+        self.threads, self.steps = threads, steps
         wanted = _resolve_backend(backend)
         _check_file(self.path)
         pyav = self._pyav()  # validates the file and reads its metadata, for either backend
@@ -161,7 +168,7 @@ class VideoReader:
 
     def _pyav(self) -> PyAVBackend:
         try:
-            backend = PyAVBackend(self.path, self.threads)
+            backend = PyAVBackend(self.path, self.threads, self.steps)
         except PyAVReadError as exc:
             raise VideoReadError(self.path, str(exc)) from None
         backend.probe()  # the declared duration, for the truncation check

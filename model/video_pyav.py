@@ -20,6 +20,7 @@ import logging
 import time as clock
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -39,18 +40,28 @@ class PyAVReadError(Exception):
     """What went wrong, in words for the reader's ``VideoReadError``."""
 
 
+@dataclass(frozen=True)
+class DecodeSteps:
+    """Which of the savings above to make (all by default; switched off one at a time, they measure what
+    each one gains: ``bench/ingest.py --ablate``)."""
+
+    skip_unseen: bool = True  # skip non-reference frames that no time asked for shows
+    seek_gaps: bool = True  # seek over stretches holding a keyframe and no time asked for
+    frame_threads: bool = True  # frame threading (else slice threading only)
+
+
 class PyAVBackend:
     """Frames of one file at increasing times, decoding as little as the times allow."""
 
     name = "pyav"
     _last_frame_time: float | None  # of the last frame decoded (gives untimed frames a time)
 
-    def __init__(self, path: str, threads: int = 0) -> None:
+    def __init__(self, path: str, threads: int = 0, steps: DecodeSteps = DecodeSteps()) -> None:
         import av
 
         self._av = av
         self.path = path
-        self.threads = threads
+        self.threads, self.steps = threads, steps
         self.timings = {"open": 0.0, "demux": 0.0, "decode": 0.0}  # seconds, for the callers' reports
         self.decoded = 0  # frames the decoder output (skipped frames are not counted)
         self.declared_duration, self.declared_fps = 0.0, 0.0  # set by probe()
@@ -83,7 +94,7 @@ class PyAVBackend:
         if stream.codec_context is None:
             self.close()
             raise PyAVReadError("unsupported video codec: no decoder for it")
-        stream.thread_type = "AUTO"  # frame and slice threads
+        stream.thread_type = "AUTO" if self.steps.frame_threads else "SLICE"
         stream.codec_context.thread_count = self.threads
         self._codec = stream.codec_context
         self._time_base = float(stream.time_base) if stream.time_base else 0.0
@@ -151,7 +162,7 @@ class PyAVBackend:
 
     def _needed(self, packet: Any, next_time: float | None) -> bool:
         """Whether the frame of ``packet`` is shown at a time still wanted (True when that is unknown)."""
-        if packet.pts is None or self._t0 is None or not self._wanted:
+        if packet.pts is None or self._t0 is None or not self._wanted or not self.steps.skip_unseen:
             return True
         start = self._seconds(packet.pts)
         assert start is not None
@@ -240,7 +251,8 @@ class PyAVBackend:
             return
         if self._pending is None or t - self._pending[0] < SEEK_MIN_GAP_S:
             return
-        if self._keyframe_between(self._pending[0], t) is not None and not self._seek_to(t):
+        seek = self.steps.seek_gaps and self._keyframe_between(self._pending[0], t) is not None
+        if seek and not self._seek_to(t):
             self._open()
 
     # --- serving times --------------------------------------------------------------------------------------
