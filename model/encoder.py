@@ -7,7 +7,8 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +166,94 @@ def _lora_layers(blocks: Iterable[ResidualAttentionBlock], rank: int) -> nn.Modu
     return nn.ModuleList(QKVLoRA(block.attn.embed_dim, rank) for block in blocks)
 
 
+# --- replaying captured graphs per batch size ----------------------------------------------------------------
+BatchFn = Callable[[torch.Tensor], torch.Tensor]
+# capture(fn, static_input) -> (replay, static_output): after replay(), static_output holds fn(static_input)
+Replayable = tuple[Callable[[], object], torch.Tensor]
+Capture = Callable[[BatchFn, torch.Tensor], Replayable]
+
+
+def cuda_graph_capture(fn: BatchFn, static_input: torch.Tensor, warmup: int = 2) -> Replayable:
+    """``fn(static_input)`` captured as one CUDA graph (after ``warmup`` calls on a side stream, as capture needs).
+
+    ``fn`` must not synchronise with the host (no ``.item()``, no data-dependent shapes). Other threads may use
+    the GPU meanwhile (``thread_local`` capture; torch's streams do not wait on the legacy default stream)."""
+    device = static_input.device
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn(static_input)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        static_output = fn(static_input)
+    return graph.replay, static_output
+
+
+def eager_capture(fn: BatchFn, static_input: torch.Tensor) -> Replayable:
+    """What a captured graph does, run eagerly: a stand-in for ``cuda_graph_capture`` on a CPU and in tests."""
+    static_output = fn(static_input).clone()
+
+    def replay() -> None:
+        static_output.copy_(fn(static_input))
+
+    return replay, static_output
+
+
+@dataclasses.dataclass
+class _Graph:
+    static_input: torch.Tensor
+    replay: Callable[[], object]
+    static_output: torch.Tensor
+
+
+class BatchGraphs:
+    """``fn`` on batches through captured graphs, one per batch size, each captured the first time it is needed.
+
+    A batch runs in the graph of the smallest captured size that holds it, padded with zero rows, and its rows
+    are cut from the output; a batch larger than every captured one gets its own graph (at most
+    ``max_graphs``; beyond that ``fn`` runs eagerly). So an indexer's equal batches replay one graph and its
+    last, smaller batch replays the same. Padding is sound only when row ``i`` of ``fn``'s output depends on
+    input row ``i`` alone, as for the video encoder (every step is per video). Not thread-safe: callers lock.
+    """
+
+    def __init__(self, fn: BatchFn, capture: Capture = cuda_graph_capture, max_graphs: int = 4) -> None:
+        self.fn = fn
+        self.capture = capture
+        self.max_graphs = max_graphs
+        self._graphs: dict[tuple[int, ...], _Graph] = {}  # by (batch size, *trailing shape)
+
+    @property
+    def sizes(self) -> list[int]:
+        """The batch sizes captured so far."""
+        return sorted(key[0] for key in self._graphs)
+
+    def graph_size(self, batch: torch.Tensor) -> int | None:
+        """The captured batch size ``batch`` would run in, or None if it needs a new graph (or eager)."""
+        rows, trailing = batch.shape[0], tuple(batch.shape[1:])
+        fits = [key[0] for key in self._graphs if key[1:] == trailing and key[0] >= rows]
+        return min(fits) if fits else None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        rows, trailing = batch.shape[0], tuple(batch.shape[1:])
+        size = self.graph_size(batch)
+        if size is None:
+            if len(self._graphs) >= self.max_graphs or rows == 0:
+                return self.fn(batch)
+            size = rows
+            static_input = torch.zeros(batch.shape, dtype=batch.dtype, device=batch.device)
+            static_input.copy_(batch)
+            replay, static_output = self.capture(self.fn, static_input)
+            self._graphs[(size,) + trailing] = _Graph(static_input, replay, static_output)
+        captured = self._graphs[(size,) + trailing]
+        captured.static_input[:rows].copy_(batch)
+        if rows < size:
+            captured.static_input[rows:].zero_()  # padding: any finite rows would do; zeros are reproducible
+        captured.replay()
+        return captured.static_output[:rows].clone()
+
+
 class Encoder:
     """What the indexer, the service and the checks use: frames or texts in, L2-normalised embeddings out."""
 
@@ -175,6 +264,7 @@ class Encoder:
         device: str | torch.device = "cpu",
         text_precision: TextPrecision = "float32",
         legacy_checkpoint_ids: tuple[str, ...] = (),
+        cuda_graphs: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -194,6 +284,22 @@ class Encoder:
         # uint8 frames (T, H, W, 3) -> encode_video's (T, 3, S, S) input; .resize and .normalize are its halves
         self.preprocess: FramePreprocess = model.preprocess
         self.embed_dim = int(model.clip.visual.proj.shape[1])
+        self._video_graphs: BatchGraphs | None = None
+        self._graph_lock = threading.Lock()
+        if cuda_graphs:
+            self.use_cuda_graphs()
+
+    def use_cuda_graphs(self, enabled: bool = True, max_graphs: int = 4) -> bool:
+        """Encode videos through CUDA graphs, one per batch size (``BatchGraphs``): on CUDA only, where the
+        host cannot launch the encoder's kernels as fast as the GPU runs them. Returns whether graphs are on
+        (never on a CPU). Each graph keeps its own activation memory (about one eager call's peak)."""
+        with self._graph_lock:
+            if enabled and self.device.type == "cuda":
+                if self._video_graphs is None or self._video_graphs.max_graphs != max_graphs:
+                    self._video_graphs = BatchGraphs(self._encode_frames, cuda_graph_capture, max_graphs)
+            else:
+                self._video_graphs = None
+            return self._video_graphs is not None
 
     def __repr__(self) -> str:
         return (
@@ -203,17 +309,31 @@ class Encoder:
 
     @contextlib.contextmanager
     def _video_inference(self) -> Iterator[None]:
-        """Videos are encoded in bfloat16 on a GPU (autocast), float32 on the CPU."""
+        """Videos are encoded in bfloat16 on a GPU (autocast), float32 on the CPU.
+
+        No autocast cache: every weight is used once per call anyway, and a cache must not outlive a graph
+        capture."""
         cuda = self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with (
+            torch.inference_mode(),
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda, cache_enabled=False),
+        ):
             yield
+
+    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames already on the device, float32 -> L2-normalised float32 embeddings (what graphs capture)."""
+        with self._video_inference():
+            video, _ = self.model.encode_video(frames)
+            return F.normalize(video.float(), dim=-1)
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) frames normalised by ``preprocess`` -> (B, E) L2-normalised float32 embeddings."""
         self._check_frames(frames)
-        with self._video_inference():
-            video, _ = self.model.encode_video(frames.to(self.device, torch.float32))
-        return F.normalize(video.float(), dim=-1)
+        frames = frames.to(self.device, torch.float32)
+        if self._video_graphs is not None:
+            with self._graph_lock:
+                return self._video_graphs(frames)
+        return self._encode_frames(frames)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """Texts -> (B, E) L2-normalised float32 embeddings (CLIP BPE, [SOT] + tokens + [EOT], max_words)."""

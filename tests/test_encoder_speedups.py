@@ -1,8 +1,9 @@
 """The encoder's speed-ups compute what the plain method computes: fused attention, bfloat16 products under
-autocast."""
+autocast, and the CUDA-graph path's batching (run here with an eager stand-in for the graph)."""
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 
 import torch
@@ -11,6 +12,7 @@ from conftest import random_frames, randomise_adapter
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from model import Encoder, create_model
+from model.encoder import BatchGraphs, eager_capture
 from model.video_tower import VideoTokens, dual_attention_block, embed_frames
 
 # aten operations that multiply matrices (what autocast should run in bfloat16)
@@ -103,3 +105,60 @@ def test_a_video_embeds_alike_alone_and_in_any_batch():
     together = encoder.encode_video(frames)
     for i in range(4):
         torch.testing.assert_close(encoder.encode_video(frames[i : i + 1]), together[i : i + 1], atol=1e-6, rtol=1e-5)
+
+
+def test_batch_graphs_pad_to_the_smallest_captured_size_and_cut_the_rows():
+    encoder = _folded_encoder()
+    captured: list[int] = []
+
+    def capture(fn, static_input):
+        captured.append(static_input.shape[0])
+        return eager_capture(fn, static_input)
+
+    graphs = BatchGraphs(encoder._encode_frames, capture, max_graphs=2)
+    frames = random_frames(batch=8, seed=1)
+    eager = encoder.encode_video(frames)
+    runs = [(0, 4), (4, 7), (7, 8), (0, 6), (2, 8), (0, 8)]  # 4 captures; 3 and 1 replay it; 6 captures; then eager
+    for start, stop in runs:
+        out = graphs(frames[start:stop])
+        assert out.shape == (stop - start, encoder.embed_dim)
+        torch.testing.assert_close(out, eager[start:stop], atol=1e-6, rtol=1e-5)
+    assert captured == [4, 6] and graphs.sizes == [4, 6]
+    assert graphs.graph_size(frames[:5]) == 6 and graphs.graph_size(frames[:2]) == 4
+    assert graphs.graph_size(frames) is None  # 8 ran eagerly: max_graphs reached
+
+
+def test_batch_graphs_zero_the_padding_rows():
+    seen: list[torch.Tensor] = []
+
+    def fn(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(batch.clone())
+        return batch.sum(dim=(1, 2), keepdim=False)[:, None]
+
+    graphs = BatchGraphs(fn, eager_capture)
+    graphs(torch.ones(3, 2, 2))
+    out = graphs(torch.full((2, 2, 2), 5.0))
+    assert torch.equal(out, torch.full((2, 1), 20.0))
+    assert torch.equal(seen[-1][2], torch.zeros(2, 2)), "the padding row is zeros, not the previous batch"
+
+
+def test_cuda_graphs_are_never_used_on_a_cpu():
+    encoder = _folded_encoder()
+    frames = random_frames(batch=2)
+    eager = encoder.encode_video(frames)
+    assert encoder.use_cuda_graphs() is False
+    torch.testing.assert_close(encoder.encode_video(frames), eager, atol=0, rtol=0)
+    torch.manual_seed(0)
+    model = randomise_adapter(create_model("tiny").eval())
+    assert Encoder(copy.deepcopy(model), "test", "cpu", cuda_graphs=True)._video_graphs is None
+
+
+def test_the_encoders_graph_path_equals_its_eager_path():
+    """Encoder.encode_video through BatchGraphs (as on CUDA, with the eager stand-in): same embeddings."""
+    encoder = _folded_encoder()
+    frames = random_frames(batch=5, seed=2)
+    eager = encoder.encode_video(frames)
+    encoder._video_graphs = BatchGraphs(encoder._encode_frames, eager_capture)
+    torch.testing.assert_close(encoder.encode_video(frames), eager, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(encoder.encode_video(frames[:2]), eager[:2], atol=1e-6, rtol=1e-5)
+    assert encoder._video_graphs.sizes == [5]
