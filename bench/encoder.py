@@ -1,20 +1,26 @@
 """Encoder cost against frame-by-frame CLIP, in the same process: videos/s, FLOPs, text latency.
 
     python bench/encoder.py [--config ViT-B-32] [--batches 1 8] [--repeats 5] [--threads N]
-    python bench/encoder.py --device cuda --batches 1 8 32 --precision fp32 bf16
+    python bench/encoder.py --device cuda --batches 8 32 --precision bf16 --graphs
 
 The baseline is open_clip's own ``encode_image`` on the same 12 frames as a batch of independent images
 (what a per-frame CLIP video search costs). Both use random weights of the same architecture; runs are
-interleaved so that machine noise hits both alike. On CUDA the frames are on the device already, both
+interleaved (the order alternating) so that machine noise hits both alike. Two time ratios are printed:
+of the median times, and the median of the per-pair ratios (each call of ours against the call of CLIP
+beside it), which a shared, noisy machine moves less. On CUDA the frames are on the device already, both
 are warmed up and the clock is read after ``torch.cuda.synchronize()``; ``bf16`` runs both under
 bfloat16 autocast (as ``Encoder.encode_video`` does on CUDA), ``fp32`` runs the model without it.
-Prints a Markdown table for docs/BENCHMARKS.md.
+``--graphs`` runs both as CUDA graphs replayed per batch size (``model.encoder.BatchGraphs``, as
+``Encoder(cuda_graphs=True)`` does); on a CPU the same code runs with an eager stand-in for the graph.
+Prints the date, the load average and a Markdown table for docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import os
 import platform
 import statistics
 import time
@@ -28,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from model import DualAttentionCLIP, Encoder, create_model, get_config, tokenize
 from model.backbone import build_clip
+from model.encoder import BatchGraphs, cuda_graph_capture, eager_capture
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -81,23 +88,37 @@ def encode_video_fp32(encoder: Encoder, frames: torch.Tensor) -> torch.Tensor:
 
 
 def video_functions(
-    encoder: Encoder, baseline: CLIP, frames: torch.Tensor, precision: str = "fp32"
+    encoder: Encoder, baseline: CLIP, frames: torch.Tensor, precision: str = "fp32", graphs: bool = False
 ) -> tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:
-    """(tvr, frame-by-frame CLIP) encoders of ``frames`` at ``precision`` on the encoder's device."""
+    """(tvr, frame-by-frame CLIP) encoders of ``frames`` at ``precision`` on the encoder's device.
+
+    With ``graphs`` both replay a captured graph per batch size (CUDA graphs on CUDA, an eager stand-in
+    elsewhere), each capturing on its first call.
+    """
     cuda = encoder.device.type == "cuda"
     if precision not in PRECISIONS or (precision == "bf16" and not cuda):
         raise ValueError(f"precision must be fp32, or bf16 on CUDA; got {precision!r} on {encoder.device}")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
     t = frames.shape[1]
 
-    def ours() -> torch.Tensor:
+    def ours_of(batch: torch.Tensor) -> torch.Tensor:
         if not cuda or precision == "bf16":
-            return encoder.encode_video(frames)  # the Encoder's own path (bf16 autocast on CUDA)
-        return encode_video_fp32(encoder, frames)
+            return encoder.encode_video(batch)  # the Encoder's own path (bf16 autocast on CUDA)
+        return encode_video_fp32(encoder, batch)
+
+    def theirs_of(batch: torch.Tensor) -> torch.Tensor:
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=False)
+        with torch.inference_mode(), autocast:
+            return baseline.encode_image(batch.flatten(0, 1)).view(batch.shape[0], t, -1).mean(1)
+
+    if graphs:
+        capture = cuda_graph_capture if cuda else eager_capture
+        ours_of, theirs_of = BatchGraphs(ours_of, capture), BatchGraphs(theirs_of, capture)
+
+    def ours() -> torch.Tensor:
+        return ours_of(frames)
 
     def theirs() -> torch.Tensor:
-        with torch.inference_mode(), autocast:
-            return baseline.encode_image(frames.flatten(0, 1)).view(frames.shape[0], t, -1).mean(1)
+        return theirs_of(frames)
 
     return ours, theirs
 
@@ -109,27 +130,34 @@ def measure_video(
     repeats: int,
     precision: str = "fp32",
     flops: bool = True,
+    graphs: bool = False,
 ) -> dict[str, Any]:
     """Videos/s of the tvr encoder and of frame-by-frame CLIP on one random batch, and their ratios."""
     t, s, device = encoder.num_frames, encoder.image_size, encoder.device
     frames = torch.randn(batch, t, 3, s, s, device=device)
-    ours, theirs = video_functions(encoder, baseline, frames, precision)
-    for _ in range(2 if device.type == "cuda" else 1):  # warm-up (kernel selection, allocator)
+    ours, theirs = video_functions(encoder, baseline, frames, precision, graphs)
+    for _ in range(2 if device.type == "cuda" else 1):  # warm-up (kernel selection, allocator, graph capture)
         ours(), theirs()
     ours_times, theirs_times = [], []
-    for _ in range(repeats):
-        ours_times += seconds_per_call(ours, 1, device)
-        theirs_times += seconds_per_call(theirs, 1, device)
+    for i in range(repeats):  # interleaved, the order alternating
+        pair = [(ours, ours_times), (theirs, theirs_times)]
+        for fn, times in pair if i % 2 == 0 else pair[::-1]:
+            times += seconds_per_call(fn, 1, device)
     ours_s, theirs_s = statistics.median(ours_times), statistics.median(theirs_times)
+    pair_ratios = [a / b for a, b in zip(ours_times, theirs_times, strict=True)]
     row: dict[str, Any] = {
         "batch": batch,
         "precision": precision,
+        "graphs": graphs,
         "tvr_videos_s": batch / ours_s,
         "clip_videos_s": batch / theirs_s,
         "time_ratio": ours_s / theirs_s,
+        "pair_ratio": statistics.median(pair_ratios),
+        "pair_ratios": pair_ratios,
         "flops_ratio": None,
     }
     if flops:
+        ours, theirs = video_functions(encoder, baseline, frames, precision)  # eager: a replay shows no FLOPs
         # torch's fused MultiheadAttention kernel is invisible to the FLOP counter: count the baseline
         # on the unfused path (same arithmetic), time it on whichever path torch picks.
         torch.backends.mha.set_fastpath_enabled(False)
@@ -157,6 +185,14 @@ def measure_text(encoder: Encoder, baseline: CLIP, repeats: int = 20) -> tuple[f
     return 1000 * statistics.median(text_times), 1000 * statistics.median(base_times)
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, or "n/a" where the system has none."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="ViT-B-32")
@@ -165,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["fp32"], help="bf16: CUDA only")
+    parser.add_argument("--graphs", action="store_true", help="both as graphs per batch size (CUDA graphs on CUDA)")
+    parser.add_argument("--no-text", action="store_true", help="skip the text-encoder latency")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -176,28 +214,36 @@ def main(argv: list[str] | None = None) -> None:
     t, s = encoder.num_frames, encoder.image_size
     where = torch.cuda.get_device_name(encoder.device) if encoder.device.type == "cuda" else platform.processor()
 
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"# {now}, load average {load_average()} (1, 5, 15 min), {os.cpu_count()} CPUs")
     print(f"# {arch}, {t} frames of {s}px, torch {torch.__version__}, {args.threads} threads, {where}")
+    if args.graphs:
+        print(f"# both replayed as {'CUDA graphs' if encoder.device.type == 'cuda' else 'graphs (eager stand-in)'}")
     precision_column = len(args.precision) > 1 or args.precision != ["fp32"]
     print(
         ("| precision " if precision_column else "")
-        + "| batch | tvr videos/s | CLIP frame-by-frame videos/s | time ratio (tvr / CLIP) | FLOPs ratio |"
+        + "| batch | tvr videos/s | CLIP frame-by-frame videos/s | time ratio (tvr / CLIP) "
+        + "| median pair ratio | FLOPs ratio |"
     )
-    print("| --- " * (6 if precision_column else 5) + "|")
+    print("| --- " * (7 if precision_column else 6) + "|")
     for precision in args.precision:
         for batch in args.batches:
-            row = measure_video(encoder, baseline, batch, args.repeats, precision)
+            row = measure_video(encoder, baseline, batch, args.repeats, precision, graphs=args.graphs)
             print(
                 (f"| {precision} " if precision_column else "")
                 + f"| {batch} | {row['tvr_videos_s']:.2f} | {row['clip_videos_s']:.2f} | {row['time_ratio']:.3f} "
-                f"| {row['flops_ratio']:.3f} |"
+                f"| {row['pair_ratio']:.3f} | {row['flops_ratio']:.3f} |",
+                flush=True,
             )
 
-    ours_ms, base_ms = measure_text(encoder, baseline)
-    print()
-    print("| text encoder, batch 1 | ms per query |")
-    print("| --- | --- |")
-    print(f"| tvr (32 tokens, cut at EOT) | {ours_ms:.2f} |")
-    print(f"| open_clip encode_text (77 tokens) | {base_ms:.2f} |")
+    if not args.no_text:
+        ours_ms, base_ms = measure_text(encoder, baseline)
+        print()
+        print("| text encoder, batch 1 | ms per query |")
+        print("| --- | --- |")
+        print(f"| tvr (32 tokens, cut at EOT) | {ours_ms:.2f} |")
+        print(f"| open_clip encode_text (77 tokens) | {base_ms:.2f} |")
+    print(f"# done {datetime.datetime.now(datetime.timezone.utc):%H:%M} UTC, load average {load_average()}")
 
 
 if __name__ == "__main__":

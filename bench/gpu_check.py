@@ -7,9 +7,14 @@ Sections, each timed and reported PASS, FAIL or SKIP with its numbers (all of th
 rewritten after every section): environment; the reference checkpoint's embeddings on the device;
 CPU/device agreement of a ViT-B/32 encoder; text precisions on the device; training steps of the trainer's
 model, optimizer, schedule, loss and precision on in-memory synthetic clips; video throughput against
-frame-by-frame CLIP (bench/encoder.py); query latency. Needs no video files, PyAV, FAISS, database or
-service. A section that fails does not stop the others; past ``--time-limit`` the rest are skipped. A
-Markdown summary comes last. ``--quick`` uses tiny models and few steps, for a CPU.
+frame-by-frame CLIP (bench/encoder.py); query latency; a profile of one call; and (section i) the encoder
+against CLIP at batch 8 and 32 in bfloat16 with CUDA graphs for both, beside the eager calls, plus the
+Encoder's own graph path (``Encoder(cuda_graphs=True)``, a smaller batch padded) against its eager path.
+Needs no video files, PyAV, FAISS, database or service. A section that fails does not stop the others; past
+``--time-limit`` the rest are skipped. A Markdown summary comes last. ``--quick`` uses tiny models and few
+steps, for a CPU, where graphs run as an eager stand-in (``model.encoder.eager_capture``).
+
+    bash bench/gpu_check.sh --sections a i h      # only the graph comparison (and the profile): about a minute
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from bench.encoder import (  # noqa: E402
     video_functions,
 )
 from model import Encoder, add_config, get_config, load_encoder, preprocess_frames, tokenize  # noqa: E402
-from model.encoder import DualAttentionCLIP  # noqa: E402
+from model.encoder import BatchGraphs, DualAttentionCLIP, eager_capture  # noqa: E402
 from model.text_inference import compact_text_tower  # noqa: E402
 from model.train.synth import FPS, draw_scenes, render_scene  # noqa: E402
 from model.train.trainer import (  # noqa: E402
@@ -582,6 +587,64 @@ def section_video_profile(check: Check) -> Outcome:
     return "PASS", summary, numbers
 
 
+def section_graphs(check: Check) -> Outcome:
+    """tvr against frame-by-frame CLIP at batch 8 and 32, bf16 autocast, each eager and as CUDA graphs (both
+    sides alike); and the Encoder's own graph path against its eager path, a smaller batch padded."""
+    model = bench_model(check.model)
+    baseline = baseline_clip(model).to(check.device).eval()
+    encoder = Encoder(model, "bench", check.device)
+    precision = "bf16" if check.cuda else "fp32"
+    batches = [2, 3] if check.quick else [8, 32]
+    repeats = 3 if check.quick else 30
+    numbers: dict[str, Any] = {"model": check.model, "precision": precision, "repeats": repeats, "rows": []}
+    print("| batch | mode | tvr videos/s | CLIP frame-by-frame videos/s | time ratio (tvr / CLIP) | pair ratio |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    skipped = []
+    for batch in batches:
+        for graphs in (False, True):
+            if check.expired():
+                skipped.append(f"b{batch}{' graphs' if graphs else ''}")
+                continue
+            row = measure_video(encoder, baseline, batch, repeats, precision, flops=False, graphs=graphs)
+            row["mode"] = ("CUDA graphs" if check.cuda else "graphs (eager stand-in)") if graphs else "eager"
+            numbers["rows"].append({k: v for k, v in row.items() if k != "pair_ratios"})
+            print(
+                f"| {batch} | {row['mode']} | {row['tvr_videos_s']:.1f} | {row['clip_videos_s']:.1f} "
+                f"| {row['time_ratio']:.3f} | {row['pair_ratio']:.3f} |",
+                flush=True,
+            )
+            free_memory(check.device)
+    # The Encoder's graph path: a full batch captures, a smaller one replays it padded; both against eager.
+    size = 8
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randn(size, encoder.num_frames, 3, encoder.image_size, encoder.image_size, generator=generator)
+    eager = encoder.encode_video(frames)
+    if check.cuda:
+        graphed = Encoder(model, "bench", check.device, cuda_graphs=True)
+        run = graphed.encode_video
+    else:
+        run = BatchGraphs(lambda f: encoder.encode_video(f), eager_capture)
+    full, padded = run(frames.to(check.device)), run(frames[: size - 3].to(check.device))
+    numbers["encoder_graphs"] = {
+        "batch": size,
+        "padded_batch": size - 3,
+        "full_min_cos": min_cos(full, eager),
+        "padded_min_cos": min_cos(padded, eager[: size - 3]),
+        "padded_vs_full_max_err": max_err(padded, full[: size - 3]),
+    }
+    graph = numbers["encoder_graphs"]
+    ok = min(graph["full_min_cos"], graph["padded_min_cos"]) > AGREEMENT_MIN_COS
+    parts = [f"b{r['batch']} {r['mode'].split()[0]} {r['time_ratio']:.3f}" for r in numbers["rows"]]
+    summary = (
+        f"{check.model} {precision} time ratio tvr/CLIP: " + ", ".join(parts) + f"; Encoder graphs vs eager min cos "
+        f"{min(graph['full_min_cos'], graph['padded_min_cos']):.5f} (padded {size - 3} in {size})"
+    )
+    if skipped:
+        summary += f"; SKIP {' '.join(skipped)} (time guard)"
+    numbers["skipped"] = skipped
+    return ("PASS" if ok else "FAIL"), summary, numbers
+
+
 SECTIONS: list[tuple[str, Callable[[Check], Outcome]]] = [
     ("a environment", section_environment),
     ("b reference", section_reference),
@@ -591,6 +654,7 @@ SECTIONS: list[tuple[str, Callable[[Check], Outcome]]] = [
     ("f video throughput", section_throughput),
     ("g query latency", section_latency),
     ("h video profile", section_video_profile),
+    ("i graphs", section_graphs),
 ]
 
 
