@@ -27,9 +27,21 @@ def check_device(device: str) -> None:
 
 def encode_clips(encoder: VideoTextEncoder, clips: Sequence[DecodedClip]) -> np.ndarray:
     """float32 (len(clips), embed_dim): the frames are normalised where the encoder runs (a quarter of the
-    bytes cross to a GPU as uint8)."""
+    bytes cross to a GPU as uint8). Frames decoded on the GPU (``nvdec``) are tensors there already: they
+    are stacked where they are, without a copy through host memory."""
     import torch
 
-    frames = torch.from_numpy(np.stack([clip.frames for clip in clips]))
-    frames = encoder.preprocess.normalize(frames.to(encoder.device))
+    if all(isinstance(clip.frames, np.ndarray) for clip in clips):
+        frames = torch.from_numpy(np.stack([clip.frames for clip in clips])).to(encoder.device)
+    else:
+        parts = []
+        for clip in clips:
+            part = torch.as_tensor(clip.frames)
+            if part.device.type != encoder.device.type:
+                part = part.to(encoder.device)
+            elif part.is_cuda:  # made on a decoding thread's stream: keep its memory until this stream is done
+                part.record_stream(torch.cuda.current_stream(part.device))
+            parts.append(part)
+        frames = torch.stack(parts)
+    frames = encoder.preprocess.normalize(frames)
     return encoder.encode_video(frames).float().cpu().numpy()
