@@ -101,6 +101,15 @@ def ingest(
     window: Annotated[float, typer.Option(min=0.1, help="Longer videos: clip length in seconds.")] = 10.0,
     stride: Annotated[float, typer.Option(min=0.1, help="Longer videos: seconds between clip starts.")] = 5.0,
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: on a terminal).")] = None,
+    decoder: Annotated[
+        str,
+        typer.Option(
+            envvar="TVR_DECODER",
+            help="auto (NVDEC when encoding on a CUDA GPU with PyNvVideoCodec, else cpu), cpu (worker processes) "
+            "or nvdec (GPU decoding, files it cannot decode going to the CPU).",
+        ),
+    ] = "auto",
+    nvdec_sessions: Annotated[int, typer.Option(min=1, help="Files NVDEC decodes at once (threads).")] = 4,
 ) -> None:
     """Index video files, folders or a manifest: resumable, idempotent, with a summary of what happened.
 
@@ -136,6 +145,8 @@ def ingest(
         publish=publish,
         switch_checkpoint=switch_checkpoint,
         progress=progress,
+        decoder=decoder,
+        nvdec_sessions=nvdec_sessions,
     )
     args = {
         "paths": [str(p) for p in paths or []],
@@ -144,6 +155,7 @@ def ingest(
         "device": settings.device,
         "batch_size": batch_size,
         "workers": options.workers,
+        "decoder": decoder,
         "shard": shard,
         "factory": factory,
         "policy": {"single_clip_max": single_clip_max, "window": window, "stride": stride},

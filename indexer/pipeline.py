@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from tqdm import tqdm
 
-from . import planning, records
+from . import nvdec, planning, records
 from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
@@ -52,6 +52,9 @@ class IngestOptions:
     publish: bool = True  # publish the index at the end (sharded ingesters leave it to `tvr index rebuild`)
     switch_checkpoint: bool = False  # re-encode videos of another checkpoint instead of refusing
     progress: bool | None = None  # a progress bar; None: only on a terminal
+    decoder: str = "auto"  # "cpu": worker processes; "nvdec": NVDEC in this process (nvdec.py); "auto": nvdec if it can
+    nvdec_sessions: int = 4  # files NVDEC decodes at once (threads)
+    gpu_decode: nvdec.GpuDecodeFn | None = None  # the NVDEC pool's decode function (tests stand a fake in)
 
 
 @dataclass
@@ -129,6 +132,7 @@ class _Ingestion:
             threads=decode_threads(options.workers),
         )
         self.max_buffer = 2 * options.batch_size + options.chunk_clips
+        self.decoder = nvdec.choose_decoder(options.decoder, encoder.device, injected=options.gpu_decode is not None)
         self.waiting: deque[_Job] = deque()  # videos not started
         self.buffer: list[tuple[_Job, int, DecodedClip]] = []  # (job, its attempt, clip)
         self.timers = dict.fromkeys(TIMING_KEYS, 0.0) | {"wait_decode": 0.0, "encode": 0.0, "commit": 0.0}
@@ -196,9 +200,16 @@ class _Ingestion:
 
     def _loop(self) -> None:
         batch_size = self.options.batch_size
-        pool: WorkerPool[_Job] = WorkerPool(
-            self.options.workers, self.spec, has_work=lambda: bool(self.waiting), decode=decode_video
-        )
+
+        def cpu_pool() -> WorkerPool[_Job]:
+            return WorkerPool(self.options.workers, self.spec, has_work=lambda: bool(self.waiting), decode=decode_video)
+
+        pool: WorkerPool[_Job] | nvdec.GpuPool[_Job]
+        if self.decoder == "nvdec":  # files it gives up on go to a CPU pool, made when one does
+            gpu_decode = self.options.gpu_decode or nvdec.decode_video_nvdec
+            pool = nvdec.GpuPool(self.options.nvdec_sessions, self.spec, self.encoder.device, cpu_pool, gpu_decode)
+        else:
+            pool = cpu_pool()
         try:
             while True:
                 pool.fill(self._next_task)
