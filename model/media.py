@@ -15,11 +15,13 @@ converts them to ``pix_fmt`` (swscale) when the two differ.
 Everything the writer sets is a property of the file, read back by any demuxer and decoder:
 
 - ``gop``: the keyframe interval in frames (AVCodecContext.gop_size: x264/x265 ``keyint``, libvpx
-  ``kf_max_dist``); None keeps the encoder's default (x264 and x265: 250). x264's scene-cut detection stays
-  on, as in cameras' and phones' encoders: a cut in the content may add a keyframe.
-- ``bframes``: the most consecutive B-frames (``max_b_frames``); None keeps the encoder's default (x264: 3,
-  for presets slower than ``superfast`` and faster than ``placebo``, with CABAC).
-- ``preset``, ``crf`` and ``encoder_options`` (more private options of the encoder, as strings).
+  ``kf_max_dist``); None keeps the encoder's default (x264 and x265: 250). Scene-cut detection stays on: a
+  cut in the content may add a keyframe (for a fixed GOP: ``encoder_options={"sc_threshold": "0"}`` for
+  x264, ``{"x265-params": "scenecut=0"}`` for x265, ``{"keyint_min": str(gop)}`` for libvpx).
+- ``bframes``: the most consecutive B-frames (``max_b_frames``); None keeps the encoder's default (x264: 3
+  for the presets from ``superfast`` to ``slower``, none for ``ultrafast``).
+- ``preset``, ``crf`` and ``encoder_options``: more options for the encoder, as strings: its own (x264's
+  ``tune``, ``x264-params``...) and FFmpeg's generic ones (``b``, ``maxrate``, ``bufsize`` for a bitrate).
 - ``rotation``: the display matrix in the container, as phones write it: degrees counter-clockwise, as
   ``VideoFrame.rotation`` and ffprobe's "rotation of ... degrees" read it back. A phone held upright
   records landscape frames and -90 (turn 90 degrees clockwise to show). Written with PyAV 18's
