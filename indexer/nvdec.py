@@ -1,19 +1,14 @@
 """GPU decoding (``--decoder nvdec``): NVDEC through PyNvVideoCodec, in the encoder's process.
 
-``GpuPool`` has the interface of ``workers.WorkerPool``: each of ``sessions`` threads decodes one file at a
-time (an NVDEC session; the GPU's decoder engines run several streams at once) and puts its events on a
-bounded queue that the ingestion loop reads. The events are ``decode.decode_video``'s (a ``Probed``, then
-``DecodedChunk``s) except that frames are uint8 (T, 3, S, S) tensors on the encoder's device: planes are
-scaled to the encoder's size there, then converted to RGB, and never cross to host memory (thumbnails,
-small, do, as JPEG bytes). A file this path cannot decode or cannot get right (a codec, bit depth or chroma
-layout other than 8-bit 4:2:0 NVDEC decodes, missing timestamps, frames that end before the declared
-duration) raises ``UseCpu`` and goes to the CPU worker pool, made on first need; a "restart" voids what the
-GPU had sent. Nothing here imports PyAV: PyNvVideoCodec demuxes, OpenCV reads rotation and pixel aspect.
-
-As in ``model.video``, the frame shown at a time is the last whose timestamp is at or before it, times
-counted from the first frame (``shown_frames``); as in ``model.video_frames``, each plane is scaled with an
-antialiased filter of the preprocessing's family, converted with the stream's matrix and range (an untagged
-stream at least 720 lines tall is BT.709), then turned upright.
+``GpuPool`` has ``workers.WorkerPool``'s interface: ``sessions`` threads each decode a file at a time (NVDEC
+engines decode several streams at once) into a bounded queue the ingestion loop reads. The events are
+``decode.decode_video``'s, but frames are uint8 (T, 3, S, S) tensors on the encoder's device, never in host
+memory (JPEG thumbnails are). What this path cannot decode or get right (not 8-bit 4:2:0 of a codec NVDEC
+decodes, no timestamps, frames ending before the declared duration) raises ``UseCpu``: the CPU workers,
+started on first need, decode that file ("restart" voids what the GPU sent). No PyAV: PyNvVideoCodec
+demuxes, OpenCV reads rotation and pixel aspect. Frame times are ``model.video``'s (``shown_frames``); each
+plane is scaled as libswscale does (antialiased, same filter family), converted with the stream's matrix
+and range (untagged: BT.709 from 720 lines), then turned upright, as ``model.video_frames``.
 """
 
 from __future__ import annotations
@@ -61,9 +56,6 @@ class UseCpu(Exception):
     """This path gives up on a file: the CPU workers decode it (the message says why)."""
 
 
-# --- choosing the decoder ------------------------------------------------------------------------------------
-
-
 def nvdec_unavailable(device: str | torch.device) -> str | None:
     """Why NVDEC cannot feed an encoder on ``device`` here, or None when it can."""
     device = torch.device(device)
@@ -73,11 +65,9 @@ def nvdec_unavailable(device: str | torch.device) -> str | None:
         return "CUDA is not available"
     try:
         nvc = importlib.import_module("PyNvVideoCodec")
-    except ModuleNotFoundError as exc:
-        if exc.name == "PyNvVideoCodec":
+    except Exception as exc:  # not installed, or e.g. RuntimeError: no libnvidia-encode.so.1 (no driver)
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "PyNvVideoCodec":
             return "PyNvVideoCodec is not installed (pip install PyNvVideoCodec)"
-        return f"PyNvVideoCodec fails to load: {_first_line(exc)}"
-    except Exception as exc:  # e.g. RuntimeError: libnvidia-encode.so.1 missing (no driver)
         return f"PyNvVideoCodec fails to load: {_first_line(exc)}"
     try:
         importlib.import_module("cv2")
@@ -91,10 +81,8 @@ def nvdec_unavailable(device: str | torch.device) -> str | None:
 
 
 def choose_decoder(requested: str, device: str | torch.device, *, injected: bool = False) -> str:
-    """ "cpu" or "nvdec" for ``--decoder requested`` (auto, cpu, nvdec) and an encoder on ``device``.
-
-    ``injected``: a GPU decode function was given (tests), which needs no check. Raises IndexerError when
-    nvdec is asked for and cannot work, naming the cause; ``auto`` logs why it chose the CPU."""
+    """ "cpu" or "nvdec" for ``--decoder requested`` and an encoder on ``device`` (``injected``: a GPU decode
+    function was given, which needs no check); nvdec where it cannot work raises IndexerError naming why."""
     if requested not in DECODERS:
         raise IndexerError(f"--decoder {requested!r}: expected one of {', '.join(DECODERS)}")
     if requested == "cpu":
@@ -110,15 +98,15 @@ def choose_decoder(requested: str, device: str | torch.device, *, injected: bool
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else 'no message'}"[:300]
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or ['no message'])[0]}"[:300]
 
 
 def _gpu(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-# --- frame times -------------------------------------------------------------------------------------------------
+def _name(value: Any) -> str:  # an enum member's name (pybind11's print as Type.NAME)
+    return str(getattr(value, "name", value)).rsplit(".", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -148,9 +136,6 @@ def shown_frames(frame_times: Sequence[float], times: Iterable[float]) -> list[i
     """The place in ``frame_times`` (ascending) of the frame shown at each time: the last frame at or
     before it (within ``TIME_EPS``), the first frame for earlier times: ``model.video``'s rule."""
     return [max(0, bisect.bisect_right(frame_times, t + TIME_EPS) - 1) for t in times]
-
-
-# --- planes to the encoder's input -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -209,9 +194,6 @@ def thumbnail(planes: Planes, facts: StreamFacts, width: int) -> bytes:
     return jpeg_thumbnail(image.permute(1, 2, 0).cpu().numpy())
 
 
-# --- one file ------------------------------------------------------------------------------------------------------
-
-
 class FrameSource(Protocol):
     """A file opened for this path (a quick check, or ``UseCpu``); ``scan`` reads its facts, ``frames``
     gives (place in the timeline, planes) in display order, each valid until the next is asked for."""
@@ -259,37 +241,31 @@ def decode_on_device(
 def _chunks(
     stream: FrameSource, facts: StreamFacts, windows: list[tuple[float, float]], spec: DecodeSpec, device: torch.device
 ) -> Iterator[DecodedChunk]:
-    positions = list(enumerate(windows))
+    positions, per_clip = list(enumerate(windows)), spec.num_frames + 1
     groups = [positions[i : i + spec.chunk_clips] for i in range(0, len(positions), spec.chunk_clips)]
-    plans = []  # per chunk, per clip: its frames' places, then its thumbnail's
+    plans = []  # per chunk: each clip's frames' places in the timeline, then its thumbnail's
     for group in groups:
-        times: list[float] = []
-        for _, (start, end) in group:
-            times += [*sample_times(start, end, spec.num_frames, spec.sampling), (start + end) / 2]
+        times = [t for _, (a, b) in group for t in [*sample_times(a, b, spec.num_frames, spec.sampling), (a + b) / 2]]
         plans.append(shown_frames(facts.timeline.times, times))
-    per_clip = spec.num_frames + 1
     wanted = {k for plan in plans for i, k in enumerate(plan) if i % per_clip < spec.num_frames}
     thumbs = {k for plan in plans for i, k in enumerate(plan) if i % per_clip == spec.num_frames}
     made: dict[int, torch.Tensor] = {}
     jpegs: dict[int, bytes] = {}
     frames = stream.frames()
     for g, (group, plan) in enumerate(zip(groups, plans, strict=True)):
-        timings = {"decode": 0.0, "convert": 0.0, "thumbnails": 0.0}
-        last = max(plan)
-        while last not in made and last not in jpegs:
+        timings = {"decode": 0.0, "convert": 0.0}
+        while max(plan) not in made and max(plan) not in jpegs:  # decode up to the chunk's last frame
             started = time.perf_counter()
-            place, planes = next(frames, (None, None))
-            timings["decode"] += time.perf_counter() - started
-            if place is None or planes is None:
+            place, planes = next(frames, (-1, None))
+            converted = time.perf_counter()
+            if planes is None:
                 raise UseCpu(f"the decoder gave fewer frames than the file holds ({len(facts.timeline.times)})")
-            started = time.perf_counter()
             if place in wanted:
                 made[place] = for_encoder(planes, facts, spec)
-            timings["convert"] += time.perf_counter() - started
             if place in thumbs:
-                started = time.perf_counter()
                 jpegs[place] = thumbnail(planes, facts, spec.thumbnail_width)
-                timings["thumbnails"] += time.perf_counter() - started
+            timings["decode"] += converted - started
+            timings["convert"] += time.perf_counter() - converted
         clips = []
         for i, (position, (start, end)) in enumerate(group):
             block = plan[i * per_clip : (i + 1) * per_clip]
@@ -305,14 +281,6 @@ def _frames(made: dict[int, torch.Tensor], places: list[int]) -> np.ndarray:
     # decode.DecodedClip says ndarray: this path's frames are tensors on the device (encode_clips takes both)
     frames: Any = torch.stack([made[k] for k in places])
     return frames
-
-
-# --- PyNvVideoCodec ----------------------------------------------------------------------------------------------
-
-
-def _name(value: Any) -> str:
-    """An enum member's name (pybind11 enums print as ``Type.NAME``)."""
-    return str(getattr(value, "name", value)).rsplit(".", 1)[-1]
 
 
 def display_metadata(path: str) -> tuple[int, Fraction | None, float]:
@@ -368,25 +336,21 @@ class NvdecSource:
         return StreamFacts(codec, *self._size, fps, line, declared, matrix, full_range, rotation, sample_aspect)
 
     def frames(self) -> Iterator[tuple[int, Planes]]:
-        nvc = self._nvc
-        demuxer = nvc.CreateDemuxer(filename=self.path)
-        decoder = nvc.CreateDecoder(
-            gpuid=_gpu(self.device), codec=self._codec_id, cudacontext=0, cudastream=0, usedevicememory=True
-        )
-        stream = torch.cuda.current_stream(self.device)
-        packets = iter(demuxer)
-        for _ in range(1 << 62):
-            packet = next(packets, None)
-            decoded = decoder.Decode(packet if packet is not None else nvc.PacketData())  # empty: flush
-            if packet is None and not decoded:
-                return
-            for frame in decoded:
-                pts = frame.getPTS() if hasattr(frame, "getPTS") else frame.timestamp
-                if pts not in self._index:
-                    raise UseCpu(f"a decoded frame's timestamp ({pts}) is no packet's")
-                yield self._index[pts], self._planes(frame)
-            if decoded:  # the decoder reuses its frames' memory: what was asked of them must be done first
-                stream.synchronize()
+        nvc, gpu = self._nvc, _gpu(self.device)
+        decoder = nvc.CreateDecoder(gpuid=gpu, codec=self._codec_id, cudacontext=0, cudastream=0, usedevicememory=True)
+        for packet in nvc.CreateDemuxer(filename=self.path):
+            yield from self._shown(decoder.Decode(packet))
+        while decoded := decoder.Decode(nvc.PacketData()):  # an empty packet: what the decoder holds back
+            yield from self._shown(decoded)
+
+    def _shown(self, decoded: list[Any]) -> Iterator[tuple[int, Planes]]:
+        for frame in decoded:
+            pts = frame.getPTS() if hasattr(frame, "getPTS") else frame.timestamp
+            if pts not in self._index:
+                raise UseCpu(f"a decoded frame's timestamp ({pts}) is no packet's")
+            yield self._index[pts], self._planes(frame)
+        if decoded and self.device.type == "cuda":  # the decoder reuses its frames' memory: finish with them
+            torch.cuda.current_stream(self.device).synchronize()
 
     def _planes(self, frame: Any) -> Planes:
         if _name(getattr(frame, "format", "NV12")) != "NV12":
@@ -406,9 +370,6 @@ class NvdecSource:
 def decode_video_nvdec(path: str, known_hash: str | None, spec: DecodeSpec, device: torch.device) -> Iterator[Event]:
     """The GPU pool's decode function: ``decode_on_device`` with PyNvVideoCodec."""
     return decode_on_device(path, known_hash, spec, device, lambda p: NvdecSource(p, device))
-
-
-# --- the pool ------------------------------------------------------------------------------------------------------
 
 
 @dataclass
