@@ -45,6 +45,7 @@ import numpy as np
 
 # The time base of variable-frame-rate files: MPEG's 90 kHz clock, fine enough for any frame time.
 VFR_TIME_BASE = Fraction(1, 90_000)
+COLORSPACES = {"bt709": 1, "bt601": 6}  # the matrix coefficients each is tagged with (H.273: 1, 6 = SMPTE 170M)
 
 
 def write_video(
@@ -64,6 +65,7 @@ def write_video(
     threads: int | None = None,
     rotation: float | None = None,
     sample_aspect_ratio: Fraction | None = None,
+    colorspace: str | None = None,
     container_format: str | None = None,
     container_options: Mapping[str, str] | None = None,
 ) -> int:
@@ -72,8 +74,10 @@ def write_video(
     ``codec`` is a PyAV encoder name (``libx264``, ``libx265``, ``libvpx-vp9``, ``mjpeg``...), ``pix_fmt``
     the pixel format it stores (``yuv420p``, ``yuv420p10le``...). ``threads``: the encoder's threads (None:
     its default; 1 makes x264 independent of the machine's core count). ``container_format`` defaults to
-    what the suffix of ``path`` implies; ``container_options`` go to the muxer (e.g. ``movflags``). The
-    other options are described in the module's docstring. Raises ValueError for no frames, frames of
+    what the suffix of ``path`` implies; ``container_options`` go to the muxer (e.g. ``movflags``).
+    ``colorspace`` ("bt709" or "bt601"): RGB frames are converted to YUV with that matrix (limited range) and
+    the stream is tagged with it, as cameras tag theirs; None converts with libswscale's default (BT.601)
+    and leaves the stream untagged. The other options are described in the module's docstring. Raises ValueError for no frames, frames of
     different sizes, or timestamps that do not match the frames.
     """
     import av
@@ -115,6 +119,14 @@ def write_video(
             stream.time_base = VFR_TIME_BASE
         if rotation is not None:
             stream.set_display_rotation(float(rotation))
+        matrix = None
+        if colorspace is not None:
+            from av.video.reformatter import ColorRange, Colorspace
+
+            if colorspace not in COLORSPACES:
+                raise ValueError(f"colorspace must be one of {', '.join(COLORSPACES)}, got {colorspace!r}")
+            matrix = Colorspace.ITU709 if colorspace == "bt709" else Colorspace.ITU601
+            context.colorspace, context.color_range = COLORSPACES[colorspace], ColorRange.MPEG
 
         last_pts = -1
         for image in itertools.chain([first], source):
@@ -124,6 +136,8 @@ def write_video(
                     f"the first was {(width, height)}"
                 )
             frame = av.VideoFrame.from_ndarray(image, format=frame_format)
+            if matrix is not None and frame_format == "rgb24":
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=matrix, dst_color_range="MPEG")
             if times is None:
                 frame.pts = count
             else:

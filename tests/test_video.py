@@ -386,3 +386,26 @@ def test_ten_bit_video_decodes_to_the_right_colours(tmp_path: Path) -> None:
         assert reader.info.pixel_format == "yuv420p10le"
         (frame,) = reader.frames_at([0.1])
         assert np.abs(frame.reshape(-1, 3).mean(0) - colour).max() < 4
+
+
+@pytest.mark.parametrize(
+    ("colorspace", "height", "width"),
+    [("bt709", 720, 1280), ("bt709", 64, 96), ("bt601", 64, 96), (None, 64, 96)],
+)
+def test_the_colour_matrix_a_file_is_tagged_with_is_the_one_it_is_read_with(
+    tmp_path: Path, colorspace: str | None, height: int, width: int
+) -> None:
+    """BT.709 and BT.601 give visibly different RGB for the same YUV: a reader that ignored the tag would be
+    several levels off on this colour. Untagged small frames are BT.601 by convention."""
+    from model.media import write_video as write
+    from model.preprocess import FramePreprocess
+
+    colour = (200, 60, 30)
+    path = tmp_path / "c.mp4"
+    write(path, np.full((2, height, width, 3), colour, np.uint8), fps=10, colorspace=colorspace)
+    for backend in BACKENDS if colorspace is None else ["pyav"]:
+        with VideoReader(path, backend=backend) as reader:
+            (frame,) = reader.frames_at([0.0])
+            (small,) = reader.sample([0.0], lambda _, f: f.for_encoder(FramePreprocess(32)))
+        assert np.abs(frame.reshape(-1, 3).mean(0) - colour).max() < 4, backend
+        assert np.abs(small.reshape(3, -1).mean(1) - colour).max() < 4, backend
