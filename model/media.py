@@ -75,10 +75,10 @@ def write_video(
     the pixel format it stores (``yuv420p``, ``yuv420p10le``...). ``threads``: the encoder's threads (None:
     its default; 1 makes x264 independent of the machine's core count). ``container_format`` defaults to
     what the suffix of ``path`` implies; ``container_options`` go to the muxer (e.g. ``movflags``).
-    ``colorspace`` ("bt709" or "bt601"): RGB frames are converted to YUV with that matrix (limited range) and
-    the stream is tagged with it, as cameras tag theirs; None converts with libswscale's default (BT.601)
-    and leaves the stream untagged. The other options are described in the module's docstring. Raises ValueError for no frames, frames of
-    different sizes, or timestamps that do not match the frames.
+    ``colorspace`` ("bt709" or "bt601"): RGB frames are converted to YUV with that matrix (limited range)
+    and the stream is tagged with it, as cameras tag theirs; None converts with libswscale's default
+    (BT.601) and leaves the stream untagged. The other options are described in the module's docstring.
+    Raises ValueError for no frames, frames of different sizes, or timestamps that do not match the frames.
     """
     import av
 
