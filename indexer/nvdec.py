@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any, Generic, Protocol
@@ -102,6 +102,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _gpu(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
@@ -314,9 +316,9 @@ class NvdecSource:
         except Exception as exc:
             raise UseCpu(f"PyNvVideoCodec cannot open it ({_first_line(exc)})") from None
         self._codec_id = demuxer.GetNvCodecId()
-        depth, chroma = int(demuxer.BitDepth()), _name(demuxer.ChromaFormat())
-        if _name(self._codec_id) not in NVDEC_CODECS or depth != 8 or chroma != "YUV420":
-            raise UseCpu(f"{_name(self._codec_id)} {depth}-bit {chroma}: this path decodes 8-bit 4:2:0 only")
+        codec, depth, chroma = _name(self._codec_id), int(demuxer.BitDepth()), _name(demuxer.ChromaFormat())
+        if codec not in NVDEC_CODECS or depth != 8 or chroma != "YUV420":
+            raise UseCpu(f"{codec} {depth}-bit {chroma}: NVDEC decodes {', '.join(NVDEC_CODECS)} 8-bit 4:2:0 here")
         self._demuxer: Any = demuxer
         self._index: dict[int, int] = {}
         self._size = (0, 0)
@@ -372,29 +374,30 @@ def decode_video_nvdec(path: str, known_hash: str | None, spec: DecodeSpec, devi
     return decode_on_device(path, known_hash, spec, device, lambda p: NvdecSource(p, device))
 
 
-@dataclass
 class GpuPool(Generic[Owner]):
-    """``sessions`` decoding threads on ``device``, with ``workers.WorkerPool``'s interface; files they give
-    up on go to ``cpu_pool()``, made on first need. At most ``2 * sessions`` events wait to be read."""
+    """``sessions`` decoding threads on ``device`` behind ``workers.WorkerPool``'s interface; the files they
+    give up on go to ``cpu_pool()``, made on first need. At most ``2 * sessions`` events wait to be read."""
 
-    sessions: int
-    spec: DecodeSpec
-    device: torch.device
-    cpu_pool: Callable[[], WorkerPool[Owner]]
-    decode: GpuDecodeFn = decode_video_nvdec
-    _tasks: queue.Queue[Task[Owner] | None] = field(default_factory=queue.Queue)
-    _events: queue.Queue[tuple[str, Task[Owner], Any]] = field(init=False)
-    _running: int = 0  # tasks given to the threads whose last word has not been read
-    _fallback: deque[Task[Owner]] = field(default_factory=deque)
-    _cpu: WorkerPool[Owner] | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._events = queue.Queue(maxsize=2 * self.sessions)
-        for i in range(self.sessions):
-            self._threads.append(threading.Thread(target=self._serve, name=f"tvr-nvdec-{i}", daemon=True))
-            self._threads[-1].start()
+    def __init__(
+        self,
+        sessions: int,
+        spec: DecodeSpec,
+        device: torch.device,
+        cpu_pool: Callable[[], WorkerPool[Owner]],
+        decode: GpuDecodeFn = decode_video_nvdec,
+    ) -> None:
+        self.sessions, self.spec, self.device, self.decode, self._make_cpu = sessions, spec, device, decode, cpu_pool
+        self._tasks: queue.Queue[Task[Owner] | None] = queue.Queue()
+        self._events: queue.Queue[tuple[str, Task[Owner], Any]] = queue.Queue(maxsize=2 * sessions)
+        self._running = 0  # tasks given to the threads whose last word is not read yet
+        self._fallback: deque[Task[Owner]] = deque()
+        self._cpu: WorkerPool[Owner] | None = None
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"tvr-nvdec-{i}", daemon=True) for i in range(sessions)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def busy(self) -> bool:
@@ -406,7 +409,7 @@ class GpuPool(Generic[Owner]):
 
     def fill(self, next_task: Callable[[], Task[Owner] | None]) -> None:
         if self._fallback or (self._cpu is not None and self._cpu.has_retries):
-            self._cpu = self._cpu or self.cpu_pool()
+            self._cpu = self._cpu or self._make_cpu()
             self._cpu.fill(lambda: self._fallback.popleft() if self._fallback else None)
         while self._running < self.sessions and (task := next_task()) is not None:
             self._running += 1
@@ -415,18 +418,14 @@ class GpuPool(Generic[Owner]):
     def poll(self, timeout: float | None) -> list[Message[Owner]]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            messages = self._drain(0.0)
-            cpu_busy = self._cpu is not None and self._cpu.busy
-            if cpu_busy and self._cpu is not None:
-                messages += self._cpu.poll(0)
-            if messages or not self.busy:
-                return messages
+            cpu = self._cpu if self._cpu is not None and self._cpu.busy else None
+            messages = self._drain(0.0) + (cpu.poll(0) if cpu else [])
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return []
-            if self._running == 0 and self._cpu is not None:
-                return self._cpu.poll(left)
-            messages = self._drain(min(0.05, left or 0.05) if cpu_busy else left)  # both busy: take turns
+            if messages or not self.busy or (left is not None and left <= 0):
+                return messages
+            if cpu and not self._running:
+                return cpu.poll(left)
+            messages = self._drain(min(0.05, left or 0.05) if cpu else left)  # both busy: take turns
             if messages:
                 return messages
 

@@ -10,6 +10,7 @@ import logging
 import sys
 import threading
 import time
+import types
 from fractions import Fraction
 from pathlib import Path
 
@@ -310,3 +311,132 @@ def test_the_pool_holds_few_events_until_they_are_read(corpus: Path) -> None:
         assert messages and all(m.kind == "event" for m in messages)
     finally:
         pool.close()
+
+
+# --- PyNvVideoCodec's part, against a stand-in of its demuxer and decoder (its API as documented) ---------------
+
+
+class FakePacket:  # PacketData: pts, duration, bsl (bytes), discardable
+    def __init__(self, packet: av.Packet | None = None) -> None:
+        self.packet, self.bsl, self.discardable = packet, packet.size if packet else 0, 0
+        self.pts, self.duration = (packet.pts, packet.duration or 0) if packet else (0, 0)
+
+
+class FakeFrame:  # DecodedFrame: NV12 in one surface (rows padded to 16), DLPack, getPTS, format
+    format = "Pixel_Format.NV12"
+
+    def __init__(self, frame: av.VideoFrame) -> None:
+        y, u, v = planes_of(frame)
+        rows = -(-y.shape[0] // 16) * 16
+        surface = torch.zeros(rows + rows // 2, y.shape[1] + y.shape[1] % 2, dtype=torch.uint8)
+        surface[: y.shape[0], : y.shape[1]] = y
+        surface[rows : rows + u.shape[0], 0 : 2 * u.shape[1] : 2] = u
+        surface[rows : rows + v.shape[0], 1 : 2 * v.shape[1] : 2] = v
+        self.surface, self.pts = surface, frame.pts
+
+    def getPTS(self) -> int:
+        return self.pts
+
+    def __dlpack__(self, stream=None):  # type: ignore[no-untyped-def]
+        return self.surface.__dlpack__()
+
+    def __dlpack_device__(self):  # type: ignore[no-untyped-def]
+        return self.surface.__dlpack_device__()
+
+
+class FakeDemuxer:
+    def __init__(self, filename: str) -> None:
+        self.container = av.open(filename)
+        self.stream = self.container.streams.video[0]
+        self.rate = float(self.stream.average_rate or 0)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (FakePacket(p) for p in self.container.demux(self.stream) if p.size)
+
+    def GetNvCodecId(self) -> str:  # noqa: N802 (PyNvVideoCodec's names)
+        return "cudaVideoCodec." + {"h264": "H264", "vp9": "VP9"}[self.stream.codec_context.name]
+
+    def BitDepth(self) -> int:  # noqa: N802
+        return 8
+
+    def ChromaFormat(self) -> str:  # noqa: N802
+        return "cudaVideoChromaFormat.YUV420"
+
+    def GetTimebaseNum(self) -> int:  # noqa: N802
+        return self.stream.time_base.numerator
+
+    def GetTimebaseDen(self) -> int:  # noqa: N802
+        return self.stream.time_base.denominator
+
+    def FrameRate(self) -> float:  # noqa: N802
+        return self.rate
+
+    def RFrameRate(self) -> float:  # noqa: N802
+        return float(self.stream.guessed_rate or 0)
+
+    def ColorSpace(self) -> str:  # noqa: N802
+        return "ColorSpace.UNSPEC"
+
+    def ColorRange(self) -> str:  # noqa: N802
+        return "ColorRange.MPEG"
+
+    def Width(self) -> int:  # noqa: N802
+        return self.stream.codec_context.width
+
+    def Height(self) -> int:  # noqa: N802
+        return self.stream.codec_context.height
+
+
+class FakeDecoder:
+    stream: av.video.stream.VideoStream | None = None
+
+    def Decode(self, packet: FakePacket) -> list[FakeFrame]:  # noqa: N802
+        if packet.packet is not None:
+            self.stream = packet.packet.stream
+            return [FakeFrame(f) for f in packet.packet.decode()]
+        assert self.stream is not None
+        return [FakeFrame(f) for f in self.stream.codec_context.decode(None)]  # flushed once, then empty
+
+
+def test_the_pynvvideocodec_source_gives_the_cpu_paths_frames(corpus: Path, tiny_encoder, monkeypatch) -> None:  # noqa: F811
+    fake = types.SimpleNamespace(
+        CreateDemuxer=FakeDemuxer, CreateDecoder=lambda **_: FakeDecoder(), PacketData=FakePacket
+    )
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake)
+    if importlib.util.find_spec("cv2") is None:  # OpenCV reads rotation and pixel aspect: PyAV's reading instead
+        monkeypatch.setattr(nvdec, "display_metadata", lambda path: pyav_display_metadata(path))
+    spec = DecodeSpec(num_frames=tiny_encoder.num_frames, preprocess=tiny_encoder.preprocess, chunk_clips=3)
+    for name in ("long.mp4", "vfr.mp4", "phone.mp4", "hdv.mp4", "wide.mp4"):
+        path = str(corpus / name)
+        gpu = list(nvdec.decode_video_nvdec(path, None, spec, torch.device("cpu")))
+        cpu = list(decode_video(path, None, spec))
+        assert isinstance(gpu[0], Probed) and isinstance(cpu[0], Probed) and gpu[0].decoder == "nvdec"
+        for key in ("duration", "fps", "width", "height", "codec", "windows"):
+            assert getattr(gpu[0], key) == pytest.approx(getattr(cpu[0], key)), (name, key)
+        ours = [c.frames for e in gpu[1:] for c in e.clips]  # type: ignore[union-attr]
+        theirs = [c.frames for e in cpu[1:] for c in e.clips]  # type: ignore[union-attr]
+        assert len(ours) == len(theirs) == len(cpu[0].windows)
+        for a, b in zip(ours, theirs, strict=True):
+            assert np.abs(a.numpy().astype(int) - b.astype(int)).mean() < 1.0, name
+    monkeypatch.delitem(nvdec.NVDEC_CODECS, "VP9")  # as if NVDEC could not decode VP9
+    with pytest.raises(UseCpu, match="VP9 8-bit YUV420: NVDEC decodes H264, HEVC, AV1, VP8, MPEG2 8-bit 4:2:0 here"):
+        nvdec.NvdecSource(str(corpus / "other.webm"), torch.device("cpu"))
+
+
+def pyav_display_metadata(path: str) -> tuple[int, Fraction | None, float]:
+    with VideoReader(path) as reader:
+        return reader.info.rotation, reader.info.sample_aspect, reader.info.duration
+
+
+def test_opencv_reads_rotation_and_pixel_aspect_as_pyav_does(corpus: Path, tmp_path: Path) -> None:
+    pytest.importorskip("cv2")
+    frames = scene(4, 48, 64, 11)
+    for rotation in (90, 180, -90):
+        write_media(tmp_path / f"turned{rotation}.mp4", frames, fps=4, rotation=rotation)
+    paths = [*tmp_path.glob("turned*.mp4"), corpus / "phone.mp4", corpus / "hdv.mp4", corpus / "small.mp4"]
+    for path in paths:
+        rotation, sample_aspect, declared = nvdec.display_metadata(str(path))
+        with VideoReader(path) as reader:
+            assert rotation == reader.info.rotation, path.name
+            assert (sample_aspect or 1) == (reader.info.sample_aspect or 1), path.name
+            assert declared == pytest.approx(reader.info.duration, abs=0.01), path.name
