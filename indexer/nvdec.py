@@ -386,7 +386,8 @@ class GpuPool(Generic[Owner]):
         cpu_pool: Callable[[], WorkerPool[Owner]],
         decode: GpuDecodeFn = decode_video_nvdec,
     ) -> None:
-        self.sessions, self.spec, self.device, self.decode, self._make_cpu = sessions, spec, device, decode, cpu_pool
+        self.sessions, self.spec, self.decode, self._make_cpu = sessions, spec, decode, cpu_pool
+        self.device = torch.device(device.type, _gpu(device)) if device.type == "cuda" else device  # an index
         self._tasks: queue.Queue[Task[Owner] | None] = queue.Queue()
         self._events: queue.Queue[tuple[str, Task[Owner], Any]] = queue.Queue(maxsize=2 * sessions)
         self._running = 0  # tasks given to the threads whose last word is not read yet
@@ -449,20 +450,23 @@ class GpuPool(Generic[Owner]):
         return messages
 
     def _serve(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        session = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        with torch.cuda.stream(session) if session is not None else contextlib.nullcontext():
-            while (task := self._tasks.get()) is not None and not self._stop.is_set():
-                sent = False
-                try:
+        session: torch.cuda.Stream | None = None  # this thread's CUDA stream: sessions work side by side
+        while (task := self._tasks.get()) is not None and not self._stop.is_set():
+            sent = False
+            try:
+                if self.device.type == "cuda" and session is None:
+                    torch.cuda.set_device(self.device)
+                    session = torch.cuda.Stream(self.device)
+                with torch.cuda.stream(session) if session is not None else contextlib.nullcontext():
                     for event in self.decode(task.path, task.known_hash, self.spec, self.device):
-                        sent = self._put(("event", task, event)) or sent
-                    self._put(("done", task, None))
-                except Exception as exc:
-                    level = logging.DEBUG if isinstance(exc, UseCpu) else logging.WARNING
-                    log.log(level, "%s: decoding on the CPU instead (%s)", task.path, _first_line(exc))
-                    self._put(("fallback", task, sent))
+                        if not self._put(("event", task, event)):
+                            return  # closing
+                        sent = True
+                self._put(("done", task, None))
+            except Exception as exc:  # UseCpu, or anything else: the CPU workers decode this file
+                level = logging.DEBUG if isinstance(exc, UseCpu) else logging.WARNING
+                log.log(level, "%s: decoding on the CPU instead (%s)", task.path, _first_line(exc))
+                self._put(("fallback", task, sent))
 
     def _put(self, item: tuple[str, Task[Owner], Any]) -> bool:
         while not self._stop.is_set():
