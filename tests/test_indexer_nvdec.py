@@ -25,13 +25,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import undefer
 from typer.testing import CliRunner
 
-from indexer import nvdec
+from indexer import nvdec, nvdec_source
 from indexer.catalog import Clip, Video, VideoStatus
 from indexer.db import make_sessionmaker, open_catalog
 from indexer.decode import DecodedChunk, DecodeSpec, Probed, decode_video
 from indexer.encode import encode_clips
 from indexer.errors import IndexerError
-from indexer.nvdec import StreamFacts, UseCpu
+from indexer.nvdec_source import StreamFacts, UseCpu
 from indexer.workers import Task
 from model.media import write_video as write_media
 from model.preprocess import FramePreprocess
@@ -44,7 +44,7 @@ from tvr_cli import app
 
 
 class PyAVPlanes:
-    """``nvdec.FrameSource`` over PyAV: facts through ``nvdec.timeline``, frames as their YUV planes."""
+    """``nvdec_source.FrameSource`` over PyAV: facts through ``nvdec_source.timeline``, frames as their YUV planes."""
 
     unsupported = ("vp9",)  # stands for what NVDEC cannot decode: these files go to the CPU workers
 
@@ -61,7 +61,7 @@ class PyAVPlanes:
             stream = container.streams.video[0]
             shown = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.size and not p.is_discard]
             declared = container.duration / 1e6 if container.duration else 0.0
-        line = nvdec.timeline(shown, stream.time_base)
+        line = nvdec_source.timeline(shown, stream.time_base)
         with av.open(self.path) as container:
             stream = container.streams.video[0]
             first = next(container.decode(stream))
@@ -88,14 +88,14 @@ class PyAVPlanes:
         pass
 
 
-def planes_of(frame: av.VideoFrame) -> nvdec.Planes:
+def planes_of(frame: av.VideoFrame) -> nvdec_source.Planes:
     arrays = [np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width] for p in frame.planes]
     y, u, v = (torch.from_numpy(a.copy()) for a in arrays)
     return y, u, v
 
 
 def fake_gpu_decode(path: str, known_hash, spec: DecodeSpec, device: torch.device):  # type: ignore[no-untyped-def]
-    return nvdec.decode_on_device(path, known_hash, spec, device, PyAVPlanes)
+    return nvdec_source.decode_on_device(path, known_hash, spec, device, PyAVPlanes)
 
 
 def giving_up_after_a_chunk(path: str, known_hash, spec: DecodeSpec, device: torch.device):  # type: ignore[no-untyped-def]
@@ -234,12 +234,12 @@ def test_frame_choice_is_the_cpu_readers_on_real_timestamps(corpus: Path, tmp_pa
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             shown = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.size and not p.is_discard]
-        line = nvdec.timeline(shown, stream.time_base)
+        line = nvdec_source.timeline(shown, stream.time_base)
         with VideoReader(path) as reader:
             assert line.duration == pytest.approx(reader.info.duration, abs=1e-6), path.name
             times = [-0.5, *np.linspace(0, line.duration + 1, 97), *line.times, *(t - 1e-3 for t in line.times[1:])]
             cpu_times = reader.sample(times, lambda _, frame: frame.time)
-        ours = [line.times[k] for k in nvdec.shown_frames(line.times, times)]
+        ours = [line.times[k] for k in nvdec_source.shown_frames(line.times, times)]
         np.testing.assert_allclose(ours, cpu_times, atol=1e-6, err_msg=path.name)
 
 
@@ -253,12 +253,12 @@ def test_planes_become_the_cpu_paths_encoder_input(corpus: Path, mode: str) -> N
         with av.open(str(corpus / name)) as container:
             frame = next(container.decode(video=0))
         cpu = AVFrame(frame, 0.0, facts.sample_aspect, facts.rotation)
-        ours = nvdec.for_encoder(planes_of(frame), facts, spec).numpy().astype(int)
+        ours = nvdec_source.for_encoder(planes_of(frame), facts, spec).numpy().astype(int)
         theirs = cpu.for_encoder(preprocess).astype(int)
         assert ours.shape == theirs.shape == (3, 64, 64), name
         # libswscale's filters and rounding are not torch's; scaling HD frames down, as for real videos, they agree
         assert np.abs(ours - theirs).mean() < (0.2 if name == "hd.mp4" else 1.0), name
-        jpeg = nvdec.thumbnail(planes_of(frame), facts, 40)
+        jpeg = nvdec_source.thumbnail(planes_of(frame), facts, 40)
         with Image.open(io.BytesIO(jpeg)) as image:
             assert image.format == "JPEG" and image.size == cpu.thumbnail(40).shape[1::-1], name
 
@@ -404,7 +404,7 @@ def test_the_pynvvideocodec_source_gives_the_cpu_paths_frames(corpus: Path, tiny
     )
     monkeypatch.setitem(sys.modules, "PyNvVideoCodec", fake)
     if importlib.util.find_spec("cv2") is None:  # OpenCV reads rotation and pixel aspect: PyAV's reading instead
-        monkeypatch.setattr(nvdec, "display_metadata", lambda path: pyav_display_metadata(path))
+        monkeypatch.setattr(nvdec_source, "display_metadata", lambda path: pyav_display_metadata(path))
     spec = DecodeSpec(num_frames=tiny_encoder.num_frames, preprocess=tiny_encoder.preprocess, chunk_clips=3)
     for name in ("long.mp4", "vfr.mp4", "phone.mp4", "hdv.mp4", "wide.mp4"):
         path = str(corpus / name)
@@ -418,9 +418,9 @@ def test_the_pynvvideocodec_source_gives_the_cpu_paths_frames(corpus: Path, tiny
         assert len(ours) == len(theirs) == len(cpu[0].windows)
         for a, b in zip(ours, theirs, strict=True):
             assert np.abs(a.numpy().astype(int) - b.astype(int)).mean() < 1.0, name
-    monkeypatch.delitem(nvdec.NVDEC_CODECS, "VP9")  # as if NVDEC could not decode VP9
+    monkeypatch.delitem(nvdec_source.NVDEC_CODECS, "VP9")  # as if NVDEC could not decode VP9
     with pytest.raises(UseCpu, match="VP9 8-bit YUV420: NVDEC decodes H264, HEVC, AV1, VP8, MPEG2 8-bit 4:2:0 here"):
-        nvdec.NvdecSource(str(corpus / "other.webm"), torch.device("cpu"))
+        nvdec_source.NvdecSource(str(corpus / "other.webm"), torch.device("cpu"))
 
 
 def pyav_display_metadata(path: str) -> tuple[int, Fraction | None, float]:
@@ -435,7 +435,7 @@ def test_opencv_reads_rotation_and_pixel_aspect_as_pyav_does(corpus: Path, tmp_p
         write_media(tmp_path / f"turned{rotation}.mp4", frames, fps=4, rotation=rotation)
     paths = [*tmp_path.glob("turned*.mp4"), corpus / "phone.mp4", corpus / "hdv.mp4", corpus / "small.mp4"]
     for path in paths:
-        rotation, sample_aspect, declared = nvdec.display_metadata(str(path))
+        rotation, sample_aspect, declared = nvdec_source.display_metadata(str(path))
         with VideoReader(path) as reader:
             assert rotation == reader.info.rotation, path.name
             assert (sample_aspect or 1) == (reader.info.sample_aspect or 1), path.name
