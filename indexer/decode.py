@@ -32,6 +32,8 @@ from model.video_pyav import DecodeSteps
 from .clips import ClipPolicy, clip_windows
 
 if TYPE_CHECKING:
+    import torch
+
     from model.preprocess import FramePreprocess
     from model.video import VideoReader
     from model.video_frames import DisplayFrame
@@ -62,7 +64,7 @@ class DecodedClip:
     position: int
     start: float
     end: float
-    frames: np.ndarray  # uint8 (T, 3, S, S), resized for the encoder
+    frames: np.ndarray | torch.Tensor  # uint8 (T, 3, S, S), resized for the encoder (a GPU tensor from nvdec)
     thumbnail: bytes  # JPEG of the middle frame
 
 

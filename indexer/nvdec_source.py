@@ -20,7 +20,6 @@ from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -227,10 +226,8 @@ def _chunks(
         made = {k: t for k, t in made.items() if k >= keep}  # what later chunks cannot need
 
 
-def _frames(made: dict[int, torch.Tensor], places: list[int]) -> np.ndarray:
-    # decode.DecodedClip says ndarray: this path's frames are tensors on the device (encode_clips takes both)
-    frames: Any = torch.stack([made[k] for k in places])
-    return frames
+def _frames(made: dict[int, torch.Tensor], places: list[int]) -> torch.Tensor:
+    return torch.stack([made[k] for k in places])  # (T, 3, S, S) on the device
 
 
 def display_metadata(path: str) -> tuple[int, Fraction | None, float]:
