@@ -3,10 +3,16 @@
 Tokens of one video live in one tensor ``x`` of shape (B, G + U*M, D): the G global prompt tokens, then
 U *units* of M tokens each. A unit starts as one frame (its CLS token and its patches); selection drops
 patches inside every frame, and merging regroups units so that local attention spans several frames.
+
+``run_video_tower`` lays the frames out in the order the merges will give them (``merge_layout``), so that
+every merge regroups adjacent units and moves no data. Nothing but the order of keys in the prompts'
+attention (a sum's order) depends on where a frame sits; every unit holds the frames, in the order, that
+docs/METHOD.md section 3 names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +33,9 @@ class VideoTokens:
     num_units: int  # U
     unit_len: int  # M: tokens per unit
     frames_per_unit: int  # frames whose tokens share a unit
+    # unit counts of the merges still to come that the units are laid out for (merge_layout): each regroups
+    # adjacent units, in place
+    laid_out_merges: tuple[int, ...] = ()
 
     @property
     def units(self) -> torch.Tensor:
@@ -42,13 +51,35 @@ class SelectionScores:
     cls_to_patch: torch.Tensor  # from the frame's CLS token (softmax within the frame)
 
 
+def merge_layout(num_frames: int, merge_units: Sequence[int], grouping: str = "strided") -> list[int]:
+    """The frame order in which each of the merges to ``merge_units`` (in turn) joins adjacent units.
+
+    It is the frames of the last merge's units, unit after unit, each in the order merging gives it; every
+    earlier unit is then a run of adjacent frames in that order, and its parent unit a run of adjacent units.
+    Strided to 6, 3, 1 units from 12 frames: 0, 6, 3, 9, 1, 7, 4, 10, 2, 8, 5, 11. Contiguous: 0, 1, ..., T-1.
+    """
+    units = [[t] for t in range(num_frames)]
+    for s in merge_units:
+        per = len(units) // s  # old units per new unit
+        if grouping == "strided":  # new unit j: old units j, j+S, j+2S, ...
+            units = [[t for i in range(per) for t in units[j + i * s]] for j in range(s)]
+        else:  # new unit j: old units j*per ... (j+1)*per - 1
+            units = [[t for unit in units[j * per : (j + 1) * per] for t in unit] for j in range(s)]
+    return [t for unit in units for t in unit]
+
+
 def embed_frames(
     visual: VisionTransformer,
     frames: torch.Tensor,
     prompts: torch.Tensor | None,
     temporal: torch.Tensor | None,
+    order: Sequence[int] | None = None,
 ) -> VideoTokens:
-    """Patch embedding, class token, positions and ln_pre per frame; then the prompts once per video."""
+    """Patch embedding, class token, positions and ln_pre per frame; then the prompts once per video.
+
+    ``order`` lays the frames out in that order (frame ``order[i]`` becomes unit ``i``), in the same copy that
+    puts the prompts in front.
+    """
     b, t = frames.shape[:2]
     x = visual.conv1(frames.flatten(0, 1))  # (B*T, D, gh, gw)
     x = x.flatten(2).transpose(1, 2)  # (B*T, N, D)
@@ -59,11 +90,12 @@ def embed_frames(
     x = x.view(b, t, m, d)
     if temporal is not None:
         x = x + temporal.to(x.dtype)[:t, None, :]  # row t added to every token of frame t
-    x = x.reshape(b, t * m, d)
+    pieces = [x.reshape(b, t * m, d)] if order is None or list(order) == list(range(t)) else [x[:, i] for i in order]
     g = 0
     if prompts is not None:
         g = prompts.shape[0]
-        x = torch.cat([prompts.to(x.dtype).expand(b, g, d), x], dim=1)  # (B, G + T*(1+N), D)
+        pieces.insert(0, prompts.to(x.dtype).expand(b, g, d))
+    x = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]  # (B, G + T*(1+N), D)
     return VideoTokens(x=x, num_global=g, num_units=t, unit_len=m, frames_per_unit=1)
 
 
@@ -88,16 +120,21 @@ def dual_attention_block(
 
     qkv = F.linear(block.ln_1(x), qkv_weight(attn, lora), attn.in_proj_bias)  # (B, L, 3D)
 
-    # Local: unit tokens attend within their unit. The units' q/k/v are laid out as (B*U, M, 3, H, hd) so that
-    # attention runs on 4-D (batch, head, token, width) views, which the fused kernels take: 5-D inputs fall
-    # back to torch's unfused path, which also computes bfloat16 inputs in float32. A copy only when B > 1
-    # and there are prompts.
-    units = qkv[:, g:].reshape(b * u, m, 3, h, hd)
-    ql, kl, vl = (t.transpose(1, 2) for t in units.unbind(2))  # each (B*U, H, M, hd)
-    local = F.scaled_dot_product_attention(ql, kl, vl)  # (B*U, H, M, hd)
-    out = local.transpose(1, 2).reshape(b, u * m, d)  # a view when the kernel wrote (B*U, M, H, hd)
+    # Local: unit tokens attend within their unit, on 4-D (batch, head, token, width) views of qkv, which the
+    # fused kernels take (5-D inputs fall back to torch's unfused path, which also computes bfloat16 in
+    # float32). Videos and units share that batch dimension where qkv allows it without a copy, i.e. unless
+    # prompts sit in front and B > 1; then a CPU runs one call per video on views (copying every unit's q/k/v
+    # costs more there than the calls), a GPU one call after one copy (fewer kernels).
+    units = qkv[:, g:].view(b, u, m, 3, h, hd)
+    per_video = g and b > 1 and not x.is_cuda
+    # B views of (U, M, 3, H, hd), or one (B*U, M, 3, H, hd), a view unless prompts and B > 1
+    groups = list(units.unbind(0)) if per_video else [units.reshape(b * u, m, 3, h, hd)]
+    heads = [[t.transpose(1, 2) for t in group.unbind(2)] for group in groups]  # q, k, v: (n, H, M, hd) each
+    # (videos in the group, U*M, D): a view, as the kernel writes (n, M, H, hd)
+    local = [F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(-1, u * m, d) for q, k, v in heads]
 
     scores = None
+    out = local[0]
     if g:
         # Global: the G prompt rows attend to all L tokens of their video; k and v are views of qkv.
         packed = qkv.view(b, length, 3, h, hd)
@@ -108,15 +145,20 @@ def dual_attention_block(
             global_probs = torch.softmax((qg @ k.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B, H, G, L)
             glob = global_probs @ v  # (B, H, G, hd)
             # Each frame's CLS row of the local attention, the only local probabilities selection needs.
-            cls_probs = torch.softmax((ql[:, :, :1] @ kl.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B*U, H, 1, M)
-            # Selection runs while units are single frames: unit index = frame index, token 0 = CLS.
+            rows = [torch.softmax((ql[:, :, :1] @ kl.transpose(-1, -2)) * hd**-0.5, dim=-1) for ql, kl, _ in heads]
+            cls_probs = torch.cat(rows) if len(rows) > 1 else rows[0]  # (B*U, H, 1, M)
+            # Selection runs while units are single frames: unit i is the i-th frame laid out, token 0 its CLS.
             scores = SelectionScores(
                 global_to_patch=global_probs[:, :, 0, g:].mean(1).reshape(b, u, m)[:, :, 1:],  # (B, T, N)
                 cls_to_patch=cls_probs.mean(1).view(b, u, m)[:, :, 1:],  # (B, T, N)
             )
         else:
             glob = F.scaled_dot_product_attention(qg, k, v)  # (B, H, G, hd)
-        out = torch.cat([glob.transpose(1, 2).reshape(b, g, d), out], dim=1)  # (B, L, D)
+        glob = glob.transpose(1, 2).reshape(b, g, d)
+        if len(local) == 1:
+            out = torch.cat([glob, out], dim=1)  # (B, L, D)
+        else:  # per video: its prompts' rows, then its units', all in one copy
+            out = torch.cat([t for j in range(b) for t in (glob[j], local[j][0])]).view(b, length, d)
     x = x + block.ls_1(attn.out_proj(out))
     tokens.x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return scores
@@ -129,7 +171,7 @@ def select_patches(tokens: VideoTokens, scores: SelectionScores, drop: int, alph
     b, t, n = score.shape
     g, m, d = tokens.num_global, tokens.unit_len, tokens.x.shape[-1]
     top = score.topk(n - drop, dim=-1).indices.sort(dim=-1).values  # (B, T, N-drop), patch numbers 0..N-1
-    # Positions in x: frame t's CLS sits at g + t*M, its patch p at g + t*M + 1 + p; the prompts stay in front.
+    # Positions in x: unit t's CLS sits at g + t*M, its patch p at g + t*M + 1 + p; the prompts stay in front.
     cls = torch.arange(g, g + t * m, m, device=score.device).view(1, t, 1).expand(b, t, 1)
     keep = torch.cat([cls, top + (cls + 1)], dim=-1).flatten(1)  # (B, T*(1+N-drop))
     if g:
@@ -139,10 +181,19 @@ def select_patches(tokens: VideoTokens, scores: SelectionScores, drop: int, alph
 
 
 def merge_units(tokens: VideoTokens, num_units: int, grouping: str = "strided") -> None:
-    """Regroup U units into ``num_units``: strided puts units j, j+S, j+2S, ... into new unit j."""
+    """Regroup U units into ``num_units``: strided puts units j, j+S, j+2S, ... into new unit j.
+
+    Units laid out for this merge (``tokens.laid_out_merges``) are adjacent already: nothing moves.
+    """
     u, s = tokens.num_units, num_units
     if s == u:
         return
+    if tokens.laid_out_merges[:1] == (s,):
+        tokens.laid_out_merges = tokens.laid_out_merges[1:]
+        tokens.frames_per_unit *= u // s
+        tokens.num_units, tokens.unit_len = s, (u // s) * tokens.unit_len
+        return
+    tokens.laid_out_merges = ()
     units = tokens.units  # (B, U, M, D)
     b, _, m, d = units.shape
     if grouping == "strided":
@@ -176,7 +227,10 @@ def run_video_tower(
     merges = dict(zip(method.merge_layers, method.merge_units, strict=True)) if prompts is not None else {}
     if return_frames and merges:
         raise ValueError("per-frame embeddings exist only without segment merging (merge_layers empty) or zero-shot")
-    tokens = embed_frames(visual, frames, prompts, temporal)
+    # Frames laid out for the merges (docstring at the top); per-frame outputs exist only without merges.
+    plan = [merges[layer] for layer in sorted(merges)]
+    tokens = embed_frames(visual, frames, prompts, temporal, merge_layout(frames.shape[1], plan, method.merge_grouping))
+    tokens.laid_out_merges = tuple(plan)
     sel_layer = method.sel_layer if prompts is not None else None
     scores = None
     for i, block in enumerate(visual.transformer.resblocks):

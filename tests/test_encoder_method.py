@@ -11,7 +11,14 @@ from conftest import random_frames, randomise_adapter
 from torch import nn
 
 from model import create_model, tokenize
-from model.video_tower import VideoTokens, dual_attention_block, embed_frames, merge_units, select_patches
+from model.video_tower import (
+    VideoTokens,
+    dual_attention_block,
+    embed_frames,
+    merge_layout,
+    merge_units,
+    select_patches,
+)
 
 
 def _no_selection_no_merging(model):
@@ -111,14 +118,21 @@ def test_selection_keeps_the_highest_scoring_patches_of_every_frame(trained_tiny
             assert got == want
 
 
-def _frame_tagged_tokens(t: int = 12, m: int = 3, g: int = 2) -> VideoTokens:
+def _frame_tagged_tokens(t: int = 12, m: int = 3, g: int = 2, order: list[int] | None = None) -> VideoTokens:
     x = torch.full((1, g + t * m, 1), -1.0)
-    x[0, g:, 0] = torch.arange(t).repeat_interleave(m).float()  # every token carries its frame index
+    frames = torch.tensor(order if order is not None else range(t))
+    x[0, g:, 0] = frames.repeat_interleave(m).float()  # every token carries its frame index
     return VideoTokens(x=x, num_global=g, num_units=t, unit_len=m, frames_per_unit=1)
 
 
 def _unit_frames(tokens: VideoTokens) -> list[set[int]]:
     return [set(unit[:, 0].long().tolist()) for unit in tokens.units[0]]
+
+
+def _unit_sequences(tokens: VideoTokens) -> list[tuple[int, ...]]:
+    """Each unit's frames in token order, one entry per frame."""
+    m = tokens.unit_len // tokens.frames_per_unit
+    return [tuple(unit[::m, 0].long().tolist()) for unit in tokens.units[0]]
 
 
 def test_strided_merging_groups_the_frames_method_md_names():
@@ -131,6 +145,26 @@ def test_strided_merging_groups_the_frames_method_md_names():
     assert _unit_frames(tokens) == [set(range(12))]
     assert tokens.frames_per_unit == 12 and tokens.unit_len == 36
     assert torch.equal(tokens.x[0, :2, 0], torch.tensor([-1.0, -1.0])), "global tokens stay in front"
+
+
+@pytest.mark.parametrize("grouping", ["strided", "contiguous"])
+def test_frames_laid_out_for_the_merges_make_the_same_units_without_moving(grouping):
+    order = merge_layout(12, [6, 3, 1], grouping)
+    if grouping == "strided":
+        assert order == [0, 6, 3, 9, 1, 7, 4, 10, 2, 8, 5, 11]
+    else:
+        assert order == list(range(12))
+    plain, laid = _frame_tagged_tokens(), _frame_tagged_tokens(order=order)
+    laid.laid_out_merges = (6, 3, 1)
+    before = laid.x
+    for s in (6, 3, 1):
+        merge_units(plain, s, grouping)
+        merge_units(laid, s, grouping)
+        assert laid.x is before, "a laid-out merge moves nothing"
+        # the same units, each with its frames in the same order; only where each unit sits differs
+        assert sorted(_unit_sequences(laid)) == sorted(_unit_sequences(plain))
+        assert (laid.num_units, laid.unit_len, laid.frames_per_unit) == (plain.num_units, plain.unit_len, 12 // s)
+    assert laid.laid_out_merges == ()
 
 
 def test_contiguous_merging_is_available_as_an_option():
