@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ from .decode import DecodedClip
 from .errors import IndexerError
 
 if TYPE_CHECKING:
+    import torch
+
     from model.protocols import VideoTextEncoder
 
 
@@ -23,6 +26,19 @@ def check_device(device: str) -> None:
             raise IndexerError(f"--device {device}: CUDA is not available here (use --device cpu)")
     elif device != "cpu":
         raise IndexerError(f"--device {device!r}: expected cpu or cuda")
+
+
+def share_cores(device: torch.device, decoding: int) -> None:
+    """On a CPU, give the encoder the cores that ``decoding`` busy decoder processes leave: OpenMP threads
+    that fight busy decoders for the cores cost more than they bring (the demo model spent 29 s encoding
+    143 clips beside two decoders with two threads, 2.3 s with one: docs/BENCHMARKS.md, "Indexer")."""
+    if device.type != "cpu":
+        return
+    import torch
+
+    wanted = max(1, (os.cpu_count() or 1) - decoding)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
 
 
 def encode_clips(encoder: VideoTextEncoder, clips: Sequence[DecodedClip]) -> np.ndarray:

@@ -26,7 +26,7 @@ from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
 from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, decode_video
-from .encode import encode_clips
+from .encode import encode_clips, share_cores
 from .runs import RunCounts, finish_run, start_run
 from .settings import Settings
 from .sources import Discovery, Source
@@ -276,6 +276,8 @@ class _Ingestion:
     # --- encoding and committing ------------------------------------------------------------------------------
 
     def _encode(self, count: int) -> None:
+        full = len(self.buffer) >= self.max_buffer  # then the loop stopped reading and the decoders wait
+        share_cores(self.encoder.device, 0 if full else self.options.workers)
         taken, self.buffer = self.buffer[:count], self.buffer[count:]
         batch = [(job, clip) for job, attempt, clip in taken if not job.done and attempt == job.attempt]
         if not batch:
