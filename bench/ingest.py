@@ -74,6 +74,11 @@ def ingest_child(job_path: str) -> None:
     """Run one ingest as ``tvr ingest`` would (called in a fresh interpreter); write its summary as JSON."""
     job = json.loads(Path(job_path).read_text())
     entered = time.perf_counter()
+    if job.get("root"):  # another checkout's code (an earlier version, for a baseline)
+        sys.path.insert(0, job["root"])
+        # the decoding processes' fork server starts a fresh interpreter: it must find that code first too
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [job["root"], os.environ.get("PYTHONPATH")]))
+        os.chdir(job["root"])
     import torch
 
     from indexer.pipeline import IngestOptions, ingest
@@ -91,6 +96,10 @@ def ingest_child(job_path: str) -> None:
     for key, value in job.get("options", {}).items():
         if key not in fields:
             raise SystemExit(f"IngestOptions has no field {key!r} here (fields: {', '.join(sorted(fields))})")
+        if key == "decode_steps":
+            from model.video_pyav import DecodeSteps
+
+            value = DecodeSteps(**value)
         options[key] = value
     imported = time.perf_counter()
     summary = ingest(settings, discover(job["files"]), IngestOptions(**options))
@@ -173,10 +182,19 @@ def _status_kb(pid: int) -> dict[str, int]:
     return out
 
 
-def run_ingest(files: list[Path], args: argparse.Namespace, checkpoint: str, scratch: Path) -> dict[str, Any]:
-    """One ingest of ``files`` into a fresh data directory in a child process; its summary, wall time, memory."""
+def run_ingest(
+    files: list[Path],
+    args: argparse.Namespace,
+    checkpoint: str,
+    scratch: Path,
+    options: dict[str, Any] | None = None,
+    root: Path | None = None,
+) -> dict[str, Any]:
+    """One ingest of ``files`` into a fresh data directory in a child process; its summary, wall time, memory.
+    ``options`` replace ``--option``'s; ``root``: run another checkout's code."""
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=scratch))
     job = {
+        "root": str(root) if root else None,
         "files": [str(p) for p in files],
         "data_dir": str(run_dir / "data"),
         "checkpoint": checkpoint,
@@ -184,7 +202,7 @@ def run_ingest(files: list[Path], args: argparse.Namespace, checkpoint: str, scr
         "workers": args.workers,
         "batch_size": args.batch_size,
         "threads": args.threads,
-        "options": dict(args.option),
+        "options": dict(args.option) if options is None else options,
         "out": str(run_dir / "result.json"),
     }
     (run_dir / "job.json").write_text(json.dumps(job))

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from tqdm import tqdm
 
+from model.video_pyav import DecodeSteps
+
 from . import nvdec, planning, records
 from .catalog import RunStatus
 from .clips import ClipPolicy
@@ -45,6 +47,8 @@ class IngestOptions:
     batch_size: int = 32  # clips per encoder call
     workers: int = field(default_factory=default_workers)  # decoding processes; 0 decodes in this process
     backend: str | None = None  # video reader: None (PyAV) or "decord"
+    decode_steps: DecodeSteps = field(default_factory=DecodeSteps)  # PyAV's savings (benchmarks switch them off)
+    scale_in_decoder: bool = True  # scale frames in libswscale (else whole RGB frames resized by torch)
     policy: ClipPolicy = field(default_factory=ClipPolicy)
     chunk_clips: int = 16  # clips per decoding task
     thumbnail_width: int = 160
@@ -130,6 +134,8 @@ class _Ingestion:
             thumbnail_width=options.thumbnail_width,
             backend=options.backend,
             threads=decode_threads(options.workers),
+            steps=options.decode_steps,
+            scale_in_decoder=options.scale_in_decoder,
         )
         self.max_buffer = 2 * options.batch_size + options.chunk_clips
         self.decoder = nvdec.choose_decoder(options.decoder, encoder.device, injected=options.gpu_decode is not None)
