@@ -18,6 +18,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -104,10 +105,11 @@ class DecodeFailed:
 
 
 def init_worker() -> None:
-    """Worker start-up: one torch thread, ignore Ctrl-C (the parent handles it), exit with the parent."""
-    import torch
-
-    torch.set_num_threads(1)
+    """Worker start-up: one OpenMP thread should torch be needed (the PyAV path never imports it), ignore
+    Ctrl-C (the parent handles it), exit with the parent."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     if parent is not None:

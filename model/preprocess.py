@@ -12,18 +12,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2 import functional as TF
 
 from .config import ConfigError
 
+if TYPE_CHECKING:  # torch is imported where frames are resized: decoding processes never need it
+    import torch
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
+INTERPOLATIONS = ("bicubic", "bilinear")
 RESIZE_MODES = ("shortest", "longest", "squash")
 
 
@@ -97,6 +97,10 @@ class FramePreprocess:
 
     def resize(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (T, H, W, 3) -> uint8 (T, 3, S, S): the geometric half."""
+        import torch
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
         x = torch.as_tensor(frames)
         if x.dim() != 4 or x.shape[-1] != 3:
             raise ValueError(f"frames must be uint8 of shape [T, H, W, 3], got {list(x.shape)}")
@@ -104,7 +108,7 @@ class FramePreprocess:
             raise ValueError(f"frames must be uint8 (0-255), got {x.dtype}")
         x = x.permute(0, 3, 1, 2)  # (T, 3, H, W)
         s = self.image_size
-        filter_ = INTERPOLATIONS[self.interpolation]
+        filter_ = InterpolationMode.BILINEAR if self.interpolation == "bilinear" else InterpolationMode.BICUBIC
         if self.resize_mode == "squash":
             return TF.resize(x, [s, s], interpolation=filter_, antialias=True).contiguous()
         if self.resize_mode == "shortest":
@@ -151,6 +155,9 @@ def normalize_frames(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _normalize(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+
     if frames.dtype != torch.uint8:
         raise ValueError(f"frames must be uint8 (0-255), got {frames.dtype}")
     x = frames.float().div_(255.0)

@@ -21,7 +21,6 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from .preprocess import FramePreprocess
 
@@ -167,6 +166,7 @@ class ArrayFrame:
 
 
 def _resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    import torch
     from torchvision.transforms.v2 import functional as TF
 
     x: Any = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
