@@ -37,12 +37,16 @@ def _served(path: str) -> bool:
 
 
 def _tvr_commands(compose: dict) -> list[list[str]]:
+    """Every ``tvr`` command line: compose commands, the images' CMD, what ``ray job submit`` runs after
+    ``--``, and the KubeRay job's entrypoint."""
     commands = [svc["command"] for svc in compose["services"].values() if "command" in svc]
+    commands += [c[c.index("--") + 1 :] for c in list(commands) if c[:3] == ["ray", "job", "submit"] and "--" in c]
     for dockerfile in DOCKERFILES:
         cmd = re.search(r"^CMD (\[.*\])$", dockerfile.read_text(), re.MULTILINE)
         assert cmd, f"{dockerfile.name} has no exec-form CMD"
         commands.append(yaml.safe_load(cmd.group(1)))
-    return [c for c in commands if c[0] == "tvr"]
+    commands.append(shlex.split(_rayjob()["spec"]["entrypoint"]))
+    return [c for c in commands if c and c[0] == "tvr"]
 
 
 def test_every_command_is_a_real_tvr_command_with_real_options(compose):
@@ -139,3 +143,213 @@ def test_dependencies_install_before_the_code_is_copied_and_run_as_non_root(dock
     first_code_copy = text.index("COPY model")
     assert text.index("pip install") < first_code_copy, "dependencies must be a layer before the code"
     assert re.search(r"^USER (?!root)\w+", text, re.MULTILINE), "the image must not run as root"
+
+
+# Ingestion on Ray (compose profiles ray and ray-gpu, docker/kuberay/rayjob.yaml).
+
+RAYJOB = DOCKER / "kuberay" / "rayjob.yaml"
+RAY_NODES = ("ray-head", "ray-worker", "ray-worker-gpu")
+GPU_GROUP = re.compile(r"^\s*# BEGIN gpu-worker-group\n(.*?)^\s*# END gpu-worker-group$", re.MULTILINE | re.DOTALL)
+
+
+def _rayjob(with_gpu_group: bool = False) -> dict:
+    """The KubeRay manifest; ``with_gpu_group`` uncomments its GPU worker group as the comment says to."""
+    text = RAYJOB.read_text()
+    if with_gpu_group:
+        block = GPU_GROUP.search(text)
+        assert block, "rayjob.yaml has no GPU worker group between BEGIN and END markers"
+        text = text.replace(block.group(1), re.sub(r"^(\s*)# ", r"\1", block.group(1), flags=re.MULTILINE))
+    return yaml.safe_load(text)
+
+
+def _pods(rayjob: dict) -> dict[str, dict]:
+    """The pod spec of the head and of every worker group, by group name."""
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    pods = {"head": cluster["headGroupSpec"]["template"]["spec"]}
+    for group in cluster["workerGroupSpecs"]:
+        pods[group["groupName"]] = group["template"]["spec"]
+    return pods
+
+
+def _default(value: str) -> str:
+    """A compose string with each ``${VAR:-default}`` replaced by its default (what runs without .env)."""
+    value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+    assert "${" not in value, f"{value}: a command may only use ${{VAR:-default}}"
+    return value
+
+
+def _options(command: list[str]) -> dict[str, str | bool]:
+    """``--name=value`` options and ``--flag``s of a compose ``ray`` command, up to ``--``."""
+    args = command[: command.index("--")] if "--" in command else command
+    options: dict[str, str | bool] = {}
+    for arg in args:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            options[name] = _default(value) if eq else True
+    return options
+
+
+def _ray_extra_pin() -> str:
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "ray" in extras, "pyproject.toml has no `ray` extra"
+    pins = [re.fullmatch(r"ray(\[[\w,]+\])?==([\w.]+)", req.replace(" ", "")) for req in extras["ray"]]
+    assert len(pins) == 1 and pins[0], f"the `ray` extra must pin ray exactly once: {extras['ray']}"
+    return pins[0].group(2)
+
+
+def _active(compose: dict, profiles: set[str]) -> set[str]:
+    return {
+        name for name, svc in compose["services"].items() if not svc.get("profiles") or profiles & set(svc["profiles"])
+    }
+
+
+@pytest.mark.parametrize("profiles", [(), ("ingest",), ("gpu",), ("ray",), ("ray-gpu",), ("ray", "ray-gpu")])
+def test_every_profile_has_the_services_its_services_depend_on(compose, profiles):
+    # Compose refuses a depends_on pointing at a service no active profile enables.
+    active = _active(compose, set(profiles))
+    for name in active:
+        missing = set(compose["services"][name].get("depends_on", {})) - active
+        assert not missing, f"with profiles {profiles}, {name} depends on {sorted(missing)}, which are off"
+
+
+def test_ray_workers_join_the_head_and_the_job_is_submitted_to_its_job_server(compose):
+    services = compose["services"]
+    head = services["ray-head"]["command"]
+    assert head[:2] == ["ray", "start"], head
+    options = _options(head)
+    assert options.get("head") is True and options.get("block") is True, head
+    assert options.get("dashboard-host") == "0.0.0.0", "the job server must listen beyond the head's loopback"
+    port, dashboard = options.get("port", "6379"), options.get("dashboard-port", "8265")
+    assert "num-cpus" in options and int(str(options["num-cpus"])) >= 0, "say what work the head takes"
+    for name in ("ray-worker", "ray-worker-gpu"):
+        command = services[name]["command"]
+        assert command[:2] == ["ray", "start"] and _options(command).get("block") is True, name
+        assert _options(command).get("address") == f"ray-head:{port}", f"{name} must join ray-head's port {port}"
+        assert "ports" not in services[name], f"{name} must publish no port, or --scale {name}=N collides"
+    submit = services["indexer-ray"]["command"]
+    assert submit[:3] == ["ray", "job", "submit"], submit
+    assert _options(submit).get("address") == f"http://ray-head:{dashboard}", "submit to the head's job server"
+    assert "no-wait" not in _options(submit), "the one-shot service follows the job and exits with its result"
+    entrypoint = submit[submit.index("--") + 1 :]
+    assert entrypoint[:3] == ["tvr", "ingest", "/videos"] and "--ray" in entrypoint, entrypoint
+    assert " ".join(entrypoint[entrypoint.index("--ray-address") :][:2]) == "--ray-address auto", entrypoint
+    healthcheck = " ".join(services["ray-head"]["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{dashboard}/api/gcs_healthz" in healthcheck, healthcheck
+    published = [_default(p) for p in services["ray-head"]["ports"]]
+    assert published == [f"127.0.0.1:8265:{dashboard}"], "the job server runs any command: publish it on loopback"
+
+
+def test_ray_commands_are_real_ray_commands_with_real_options(compose):
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    import click
+    from ray.scripts.scripts import cli
+
+    commands = [svc["command"] for svc in compose["services"].values() if svc.get("command", [""])[0] == "ray"]
+    assert len(commands) == 4, commands
+    head_params = _rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]
+    commands.append(["ray", "start", "--head", *(f"--{k}={v}" for k, v in head_params.items())])
+    for group in _rayjob(with_gpu_group=True)["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        params = group.get("rayStartParams") or {}
+        commands.append(["ray", "start", "--address=head:6379", *(f"--{k}={v}" for k, v in params.items())])
+    for command in commands:
+        resolved: click.Command = cli
+        args = [_default(a) for a in command[1:]]
+        while isinstance(resolved, click.Group):
+            resolved, args = resolved.commands[args[0]], args[1:]
+        # Parsing converts every value (an unknown option or a bad integer raises) and runs nothing.
+        resolved.make_context(command[1], args)
+    import ray.dashboard.http_server_head as dashboard
+
+    assert "/api/gcs_healthz" in Path(dashboard.__file__).read_text(), "the head's health check calls no route"
+
+
+def test_ray_nodes_mount_the_library_read_only_where_the_api_does_with_the_indexers_settings(compose):
+    services = compose["services"]
+    api_library = [v for v in services["api"]["volumes"] if ":/videos" in v]
+    for name in RAY_NODES:
+        library = [v for v in services[name]["volumes"] if ":/videos" in v]
+        assert library == api_library, f"{name}: {library} (the catalog records paths the API must open)"
+        assert library[0].endswith(":/videos:ro"), name
+        assert services[name].get("shm_size"), f"{name}: Ray's object store needs more than 64 MB of /dev/shm"
+        environment = dict(services[name]["environment"])
+        indexer = dict(services["indexer"]["environment"])
+        environment.pop("TVR_DEVICE"), indexer.pop("TVR_DEVICE")
+        assert environment == indexer, f"{name} must read the catalog and checkpoint the indexer does"
+    assert services["ray-worker-gpu"]["environment"]["TVR_DEVICE"] == "cuda"
+
+
+def test_ray_services_start_after_the_database_the_migrations_and_a_healthy_head(compose):
+    services = compose["services"]
+    for name in RAY_NODES:
+        depends = services[name]["depends_on"]
+        assert depends["db"]["condition"] == "service_healthy", name
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    for name in ("ray-worker", "ray-worker-gpu", "indexer-ray"):
+        assert services[name]["depends_on"]["ray-head"]["condition"] == "service_healthy", name
+    assert services["indexer-ray"]["restart"] == "no"
+
+
+def test_ray_profiles_and_the_gpu_workers_reservation(compose):
+    services = compose["services"]
+    assert services["ray-worker"]["profiles"] == ["ray"]
+    gpu = services["ray-worker-gpu"]
+    assert gpu["profiles"] == ["ray-gpu"] and gpu["build"]["dockerfile"] == "docker/Dockerfile.cuda"
+    assert gpu["image"] == services["indexer-gpu"]["image"], "the GPU worker runs the CUDA image"
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    for name in ("ray-head", "ray-worker", "indexer-ray"):
+        assert services[name]["image"] == services["api"]["image"], f"{name} runs the API's image"
+
+
+def test_ray_is_pinned_once_and_every_image_and_cluster_runs_that_version():
+    version = _ray_extra_pin()
+    for dockerfile in DOCKERFILES:
+        text = dockerfile.read_text()
+        assert not re.search(r"ray[\[\w,\]]*==", text), f"{dockerfile.name} pins Ray itself: pyproject does"
+        extras = re.search(r"^ARG TVR_EXTRAS=([\w,]+)$", text, re.MULTILINE)
+        assert extras and "ray" in extras.group(1).split(","), f"{dockerfile.name} must install the ray extra"
+        assert '".[${TVR_EXTRAS}]"' in text, f"{dockerfile.name} does not install TVR_EXTRAS"
+    assert _rayjob()["spec"]["rayClusterSpec"]["rayVersion"] == version
+
+
+def test_both_images_run_python_3_11_and_ray_accepts_their_patch_releases():
+    cpu, cuda = (f.read_text() for f in DOCKERFILES)
+    assert re.search(r"^FROM python:3\.11[-.]", cpu, re.MULTILINE), "the CPU image's Python"
+    assert re.search(r"apt-get install .*\bpython3\.11\b", cuda) and "python3.11 -m venv" in cuda
+    for text in (cpu, cuda):
+        # Debian's and Ubuntu's 3.11 differ in the patch release, which Ray refuses by default.
+        assert "RAY_DEFAULT_PYTHON_VERSION_MATCH_LEVEL=minor" in text
+        assert re.search(r"apt-get install .*\bwget\b", text), "KubeRay's default probes call wget"
+        assert "/tmp/ray" not in text.split("USER")[0].replace("# ", ""), "root must not own Ray's temp dir"
+
+
+def test_kuberay_rayjob_runs_tvr_ingest_on_every_pod_with_the_library_and_the_catalog(compose):
+    assert _rayjob() == yaml.safe_load(RAYJOB.read_text())
+    rayjob = _rayjob(with_gpu_group=True)
+    assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
+    spec = rayjob["spec"]
+    assert shlex.split(spec["entrypoint"])[:4] == ["tvr", "ingest", "/videos", "--ray"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    groups = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert [g["groupName"] for g in groups] == ["cpu", "gpu"]
+    for group in groups:
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
+    cpu_image = _default(compose["x-tvr-image"]["image"])
+    cuda_image = _default(compose["services"]["indexer-gpu"]["image"])
+    for name, pod in _pods(rayjob).items():
+        (container,) = pod["containers"]
+        expected = cuda_image if name == "gpu" else cpu_image
+        assert container["image"].rsplit("/", 1)[-1] == expected, f"{name}: {container['image']} is not {expected}"
+        env = {e["name"]: e for e in container["env"]}
+        assert env["TVR_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"], f"{name}: the catalog URL is a Secret"
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/videos"].get("readOnly") is True, f"{name}: the library is mounted read-only at /videos"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        claim = volumes[mounts["/videos"]["name"]]["persistentVolumeClaim"]
+        assert claim["claimName"] == "tvr-videos" and claim.get("readOnly") is True, name
+        assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory", f"{name}: object store"
+    gpu = _pods(rayjob)["gpu"]["containers"][0]
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {e["name"]: e.get("value") for e in gpu["env"]}["TVR_DEVICE"] == "cuda"
