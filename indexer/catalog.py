@@ -1,6 +1,8 @@
-"""The catalog: SQLAlchemy 2 models of videos, clips (with their embeddings), index versions and runs.
+"""The catalog: SQLAlchemy 2 models of videos, clips (with their embeddings and thumbnails), index versions
+and runs.
 
-The catalog is the source of truth; a FAISS index is rebuilt from ``Clip.embedding`` of indexed videos.
+The catalog is the source of truth: every API replica derives its FAISS index from ``Clip.embedding`` of
+indexed videos and serves thumbnails from ``ClipThumbnail``, whichever machine ingested them.
 Every schema change goes through an Alembic migration (``indexer/migrations``).
 """
 
@@ -109,7 +111,9 @@ class Clip(Base):
     position: Mapped[int] = mapped_column(Integer)  # 0, 1, ... in time order
     start: Mapped[float] = mapped_column(Float)  # seconds
     end: Mapped[float] = mapped_column(Float)
-    thumbnail: Mapped[str | None] = mapped_column(String(512))  # relative to Settings.thumbnails_dir
+    # Legacy (catalogs written before revision 0004): a JPEG file relative to Settings.thumbnails_dir.
+    # Newer clips keep their JPEG in ClipThumbnail and leave this empty.
+    thumbnail: Mapped[str | None] = mapped_column(String(512))
     embedding: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # float32, L2-normalised, dim values
 
     video: Mapped[Video] = relationship(back_populates="clips")
@@ -119,6 +123,16 @@ class Clip(Base):
 
     def __repr__(self) -> str:
         return f"Clip(id={self.id}, video_id={self.video_id}, {self.start:.2f}-{self.end:.2f}s)"
+
+
+class ClipThumbnail(Base):
+    """A clip's JPEG thumbnail (5-10 KB), in a table of its own so that scans of ``clips`` stay lean.
+    Written with the clip in one transaction; deleted with it (``ON DELETE CASCADE``)."""
+
+    __tablename__ = "clip_thumbnails"
+
+    clip_id: Mapped[int] = mapped_column(Id, ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class IndexVersion(Base):

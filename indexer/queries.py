@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from .catalog import Clip, Video, VideoStatus
+from .catalog import Clip, ClipThumbnail, Video, VideoStatus
 from .errors import IndexerError
 
 IN_CHUNK = 900  # ids per IN (...) list: below SQLite's oldest limit of 999 bound parameters
@@ -114,6 +114,19 @@ def clips_of(session: Session, video_id: int) -> list[Clip]:
     return list(session.scalars(select(Clip).where(Clip.video_id == video_id).order_by(Clip.position)))
 
 
+def thumbnail_jpeg(session: Session, clip_id: int) -> bytes | None:
+    """The clip's JPEG as the catalog holds it, or None (no thumbnail, or a legacy file: ``Clip.thumbnail``)."""
+    return session.scalar(select(ClipThumbnail.jpeg).where(ClipThumbnail.clip_id == clip_id))
+
+
+def clips_with_thumbnails(session: Session, video_id: int) -> set[int]:
+    """Ids of the video's clips whose JPEG the catalog holds."""
+    rows = session.scalars(
+        select(ClipThumbnail.clip_id).join(Clip, Clip.id == ClipThumbnail.clip_id).where(Clip.video_id == video_id)
+    )
+    return set(rows)
+
+
 def videos_by_path(session: Session, paths: Sequence[str]) -> dict[str, Row[Any]]:
     """What planning needs of the catalog rows of ``paths`` (absent paths are left out)."""
     found: dict[str, Row[Any]] = {}
@@ -161,6 +174,32 @@ def catalog_clip_ids(session: Session) -> np.ndarray:
         .order_by(Clip.id)
     ).all()
     return np.asarray(ids, dtype=np.int64)
+
+
+Fingerprint = tuple[int, int, int]  # (count, largest id, sum of ids) of a set of clip ids
+
+
+def indexed_clips_fingerprint(session: Session) -> Fingerprint:
+    """The fingerprint of the clips of indexed videos: what the index must hold, in one aggregate query
+    instead of reading every id.
+
+    Clip ids only grow and are never reused, so a commit that adds clips raises the largest id or the sum,
+    one that removes them lowers the count, and one that replaces a video's clips raises the sum (its new
+    ids are larger than the old ones): equal fingerprints mean the same clips.
+    """
+    count, largest, total = session.execute(
+        select(func.count(Clip.id), func.max(Clip.id), func.sum(Clip.id))
+        .join(Video, Clip.video_id == Video.id)
+        .where(Video.status == VideoStatus.indexed)
+    ).one()
+    return int(count), int(largest or 0), int(total or 0)
+
+
+def ids_fingerprint(ids: np.ndarray) -> Fingerprint:
+    """The same fingerprint of the ids an index holds."""
+    if len(ids) == 0:
+        return 0, 0, 0
+    return len(ids), int(ids.max()), int(ids.astype(np.int64).sum())
 
 
 def fetch_embeddings(session: Session, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:

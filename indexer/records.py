@@ -1,5 +1,9 @@
 """Catalog writes: one transaction per video (its row, clips, embeddings and thumbnails together), deletes.
 
+Thumbnails are catalog rows (``ClipThumbnail``), not files, so every API replica serves what any ingester
+made; clip rows are deleted by statement and their thumbnails follow by ``ON DELETE CASCADE`` (SQLite
+connections turn foreign keys on, ``db.make_engine``).
+
 Concurrent ingesters (several machines on one PostgreSQL catalog, or two runs on one SQLite file) are safe:
 a video's row is locked (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE``) before its clips are
 replaced, and a second insert of the same path fails on the unique constraint and is retried as an update.
@@ -7,9 +11,7 @@ replaced, and a second insert of the same path fails on the unique constraint an
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .catalog import Clip, Video, VideoStatus, utcnow
+from .catalog import Clip, ClipThumbnail, Video, VideoStatus, utcnow
 from .db import session_scope
 from .decode import Probed
 from .errors import IndexerError
@@ -42,15 +44,12 @@ class EncodedVideo:
     checkpoint_id: str
 
 
-def record_indexed(
-    sessions: sessionmaker[Session], thumbnails_dir: Path, item: EncodedVideo
-) -> Literal["indexed", "unchanged"]:
-    """Commit a video with its clips, replacing any earlier clips; ``unchanged`` when another ingester
-    committed this very content with this checkpoint meanwhile."""
+def record_indexed(sessions: sessionmaker[Session], item: EncodedVideo) -> Literal["indexed", "unchanged"]:
+    """Commit a video with its clips and their thumbnails, replacing any earlier clips (their thumbnails go
+    with them); ``unchanged`` when another ingester committed this very content with this checkpoint
+    meanwhile."""
     probed = item.probed
-    prefix = (probed.content_hash or "nohash")[:12]
     for attempt in range(CONFLICT_RETRIES):
-        written: list[Path] = []
         try:
             with session_scope(sessions) as session:
                 video = _locked_video(session, probed.path)
@@ -64,7 +63,7 @@ def record_indexed(
                 if video is None:
                     video = Video(path=probed.path, meta={}, attempts=0)
                     session.add(video)
-                    session.flush()  # the id names the thumbnail folder; raises on a concurrent insert
+                    session.flush()  # the clips need its id; raises on a concurrent insert
                 else:
                     session.execute(delete(Clip).where(Clip.video_id == video.id))
                 _set_file_facts(video, probed)
@@ -75,45 +74,34 @@ def record_indexed(
                 video.status, video.error = VideoStatus.indexed, None
                 video.checkpoint_id, video.indexed_at = item.checkpoint_id, utcnow()
                 video.attempts = (video.attempts or 0) + 1
-                folder = thumbnails_dir / str(video.id)
-                folder.mkdir(parents=True, exist_ok=True)
-                clips = []
-                for position, ((start, end), vector, jpeg) in enumerate(
-                    zip(probed.windows, item.embeddings, item.thumbnails, strict=True)
-                ):
-                    name = f"{prefix}-{position:05d}.jpg"
-                    (folder / name).write_bytes(jpeg)
-                    written.append(folder / name)
-                    clips.append(
-                        Clip(
-                            video_id=video.id,
-                            position=position,
-                            start=float(start),
-                            end=float(end),
-                            thumbnail=f"{video.id}/{name}",
-                            embedding=np.asarray(vector, dtype=np.float32).tobytes(),
-                        )
+                clips = [
+                    Clip(
+                        video_id=video.id,
+                        position=position,
+                        start=float(start),
+                        end=float(end),
+                        embedding=np.asarray(vector, dtype=np.float32).tobytes(),
                     )
+                    for position, ((start, end), vector) in enumerate(zip(probed.windows, item.embeddings, strict=True))
+                ]
                 session.add_all(clips)
-                video_id = video.id
+                session.flush()  # the thumbnails need the clips' ids
+                session.add_all(
+                    ClipThumbnail(clip_id=clip.id, jpeg=jpeg)
+                    for clip, jpeg in zip(clips, item.thumbnails, strict=True)
+                    if jpeg  # a clip whose frame could not be made into a JPEG has none
+                )
         except IntegrityError:
             if attempt == CONFLICT_RETRIES - 1:
                 raise
             log.debug("%s: inserted concurrently by another ingester; retrying as an update", probed.path)
             continue
-        except BaseException:
-            for path in written:  # not committed: these files belong to nobody
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            raise
-        _remove_thumbnails_except(thumbnails_dir / str(video_id), keep={p.name for p in written})
         return "indexed"
     raise AssertionError("unreachable")
 
 
 def record_failed(
     sessions: sessionmaker[Session],
-    thumbnails_dir: Path,
     path: str,
     error: str,
     probed: Probed | None = None,
@@ -140,12 +128,10 @@ def record_failed(
                 video.status, video.error = VideoStatus.failed, error
                 video.checkpoint_id, video.indexed_at = None, None
                 video.attempts = (video.attempts or 0) + 1
-                video_id = video.id
         except IntegrityError:
             if attempt == CONFLICT_RETRIES - 1:
                 raise
             continue
-        shutil.rmtree(thumbnails_dir / str(video_id), ignore_errors=True)
         return
 
 
@@ -188,15 +174,6 @@ def _set_file_facts(video: Video, probed: Probed) -> None:
         video.decoder = probed.decoder or None
 
 
-def _remove_thumbnails_except(folder: Path, keep: set[str]) -> None:
-    if not folder.is_dir():
-        return
-    for file in folder.iterdir():
-        if file.name not in keep:
-            with contextlib.suppress(OSError):
-                file.unlink()
-
-
 # --- deleting ------------------------------------------------------------------------------------------------
 
 
@@ -218,7 +195,7 @@ def find_videos(session: Session, refs: Sequence[str]) -> tuple[list[Video], lis
     return list(found.values()), missing
 
 
-def delete_videos(sessions: sessionmaker[Session], thumbnails_dir: Path, refs: Sequence[str]) -> list[Video]:
+def delete_videos(sessions: sessionmaker[Session], refs: Sequence[str]) -> list[Video]:
     """Delete videos (by id or path) with their clips, embeddings and thumbnails; all or nothing.
 
     Raises ``IndexerError`` naming every reference that matches no video (nothing is deleted then).
@@ -230,7 +207,5 @@ def delete_videos(sessions: sessionmaker[Session], thumbnails_dir: Path, refs: S
             raise IndexerError(f"no such video: {', '.join(missing)} (give a video id or its path)")
         ids = [v.id for v in videos]
         session.execute(delete(Clip).where(Clip.video_id.in_(ids)))
-        session.execute(delete(Video).where(Video.id.in_(ids)))
-    for video in videos:
-        shutil.rmtree(thumbnails_dir / str(video.id), ignore_errors=True)
+        session.execute(delete(Video).where(Video.id.in_(ids)))  # clips and thumbnails cascade
     return videos

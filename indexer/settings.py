@@ -20,12 +20,13 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    """Where the catalog, index versions and thumbnails live, and which encoder makes the vectors."""
+    """Where the catalog and index versions live, and which encoder makes the vectors."""
 
     model_config = SettingsConfigDict(env_prefix="TVR_", env_file=".env", extra="ignore")
 
     data_dir: Path = default_data_dir()
-    """Holds the SQLite catalog (unless ``database_url`` says otherwise), ``index/`` and ``thumbnails/``."""
+    """Holds the SQLite catalog (unless ``database_url`` says otherwise) and ``index/`` (and legacy
+    ``thumbnails/``)."""
     database_url: str | None = None
     """SQLAlchemy URL of the catalog; ``None`` means ``sqlite:///<data_dir>/catalog.sqlite3``."""
     checkpoint: str = "demo"
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
 
     @property
     def thumbnails_dir(self) -> Path:
-        """Clip thumbnails; ``Clip.thumbnail`` is a path relative to this folder."""
+        """Thumbnail files of catalogs written before revision 0004 (``Clip.thumbnail`` is a path relative to
+        this folder); newer thumbnails live in the catalog (``ClipThumbnail``)."""
         return self.data_dir.expanduser() / "thumbnails"
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from sqlalchemy import func, inspect, select, text
 from typer.testing import CliRunner
 
 from indexer import records
-from indexer.catalog import Clip, Video, VideoStatus
+from indexer.catalog import Clip, ClipThumbnail, Video, VideoStatus
 from indexer.db import (
     alembic_config,
     current_revision,
@@ -40,7 +41,7 @@ from indexer.errors import CatalogError
 from indexer.sync import verify_index
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = ["alembic_version", "clips", "index_versions", "ingestion_runs", "videos"]
+TABLES = ["alembic_version", "clip_thumbnails", "clips", "index_versions", "ingestion_runs", "videos"]
 
 
 def test_migrations_upgrade_an_empty_database_without_drift(catalog_url: str) -> None:  # noqa: F811
@@ -104,7 +105,7 @@ def test_server_catalog_needs_an_explicit_upgrade(postgres_url: str, tmp_path: P
         open_catalog(settings)
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", postgres_url])
     assert result.exit_code == 0, result.output
-    assert "empty -> 0003" in result.output and "tvr@" in result.output
+    assert "empty -> 0004" in result.output and "tvr@" in result.output
     open_catalog(settings).dispose()
 
 
@@ -123,8 +124,7 @@ def test_ingest_rerun_and_delete(catalog_url: str, tmp_path: Path, tiny_checkpoi
     write_small_corpus(folder, 3)
     (folder / "bad.mp4").write_bytes(b"junk")
     settings = make_settings(tmp_path, tiny_checkpoint, catalog_url)
-    if catalog_url.startswith("postgresql"):
-        upgrade(make_engine(catalog_url))
+    migrate_server_catalog(catalog_url)
     first = run_ingest(settings, [folder], tiny_encoder)
     assert (first.indexed, len(first.failed), first.clips) == (3, 1, 3)
     again = run_ingest(settings, [folder], tiny_encoder)
@@ -140,6 +140,12 @@ def test_ingest_rerun_and_delete(catalog_url: str, tmp_path: Path, tiny_checkpoi
     assert result.exit_code == 0, result.output
     assert "deleted video" in result.output and "2 vectors" in result.output
     assert verify_index(sessions, settings.index_dir).ok
+
+
+def migrate_server_catalog(url: str) -> None:
+    """What a deployment does first (`tvr db upgrade`); an embedded catalog is migrated when opened."""
+    if url.startswith("postgresql"):
+        upgrade(make_engine(url))
 
 
 def _probed(path: str, content: str, clips: int = 2) -> Probed:
@@ -160,7 +166,7 @@ def test_a_concurrent_insert_of_the_same_path_becomes_an_update(
     engine = make_engine(catalog_url, writer=True)
     upgrade(engine)
     sessions = make_sessionmaker(engine)
-    assert records.record_indexed(sessions, tmp_path, _encoded(_probed("/v/a.mp4", "a"))) == "indexed"
+    assert records.record_indexed(sessions, _encoded(_probed("/v/a.mp4", "a"))) == "indexed"
     real = records._locked_video
     calls = []
 
@@ -169,7 +175,7 @@ def test_a_concurrent_insert_of_the_same_path_becomes_an_update(
         return None if len(calls) == 1 else real(session, path)  # as if another ingester inserted it meanwhile
 
     monkeypatch.setattr(records, "_locked_video", blind_first_time)
-    assert records.record_indexed(sessions, tmp_path, _encoded(_probed("/v/a.mp4", "b", clips=3))) == "indexed"
+    assert records.record_indexed(sessions, _encoded(_probed("/v/a.mp4", "b", clips=3))) == "indexed"
     assert len(calls) == 2
     with sessions() as session:
         video = session.scalars(select(Video)).one()
@@ -177,7 +183,7 @@ def test_a_concurrent_insert_of_the_same_path_becomes_an_update(
         assert session.scalar(select(func.count()).select_from(Clip)) == 3
     # the same content and checkpoint again: nothing to do
     monkeypatch.setattr(records, "_locked_video", real)
-    assert records.record_indexed(sessions, tmp_path, _encoded(_probed("/v/a.mp4", "b", clips=3))) == "unchanged"
+    assert records.record_indexed(sessions, _encoded(_probed("/v/a.mp4", "b", clips=3))) == "unchanged"
     engine.dispose()
 
 
@@ -189,8 +195,7 @@ def test_concurrent_ingesters_index_each_video_once(
 ) -> None:
     folder = tmp_path / "videos"
     write_small_corpus(folder, 6)
-    if catalog_url.startswith("postgresql"):
-        upgrade(make_engine(catalog_url))
+    migrate_server_catalog(catalog_url)
     barrier = threading.Barrier(2)
     results, errors = [], []
 
@@ -220,6 +225,51 @@ def test_concurrent_ingesters_index_each_video_once(
 
     assert sync_index(sessions, settings.index_dir).vector_count == 6
     assert verify_index(sessions, settings.index_dir).ok
+
+
+def test_thumbnails_are_catalog_rows_replaced_and_deleted_with_their_clips(
+    catalog_url: str,  # noqa: F811
+    tmp_path: Path,
+    tiny_checkpoint: str,  # noqa: F811
+    tiny_encoder,  # noqa: F811
+) -> None:
+    from media import write_video
+    from PIL import Image
+
+    migrate_server_catalog(catalog_url)
+    settings = make_settings(tmp_path, tiny_checkpoint, catalog_url)
+    sessions = make_sessionmaker(open_catalog(settings, writer=True))
+    files = write_small_corpus(tmp_path / "videos", 2)
+
+    def thumbnails(path: Path) -> dict[int, bytes]:
+        with sessions() as session:
+            rows = session.execute(
+                select(ClipThumbnail.clip_id, ClipThumbnail.jpeg)
+                .join(Clip, Clip.id == ClipThumbnail.clip_id)
+                .join(Video, Video.id == Clip.video_id)
+                .where(Video.path == str(path.resolve()))
+            )
+            return {int(clip_id): jpeg for clip_id, jpeg in rows}
+
+    def orphans() -> int:
+        with sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(ClipThumbnail)) or 0) - int(
+                session.scalar(select(func.count()).select_from(Clip)) or 0
+            )
+
+    run_ingest(settings, [tmp_path / "videos"], tiny_encoder)
+    first = thumbnails(files[0])
+    assert len(first) == 1 and len(thumbnails(files[1])) == 1 and orphans() == 0
+    for jpeg in first.values():
+        assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+    write_video(files[0], colored(10, 32, 777), fps=5)  # the file changes: re-indexed with new clips
+    assert run_ingest(settings, [tmp_path / "videos"], tiny_encoder).indexed == 1
+    second = thumbnails(files[0])
+    assert len(second) == 1 and not set(second) & set(first) and list(second.values()) != list(first.values())
+    assert orphans() == 0  # the old clip's thumbnail went with it
+    records.delete_videos(sessions, [str(files[0])])
+    assert thumbnails(files[0]) == {} and len(thumbnails(files[1])) == 1 and orphans() == 0
+    assert not settings.thumbnails_dir.exists()  # no file was written
 
 
 def test_shards_split_the_work_and_rebuild_merges_it(

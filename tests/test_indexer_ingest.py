@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from indexer import store, vector_index
-from indexer.catalog import Clip, IngestionRun, RunStatus, Video, VideoStatus
+from indexer.catalog import Clip, ClipThumbnail, IngestionRun, RunStatus, Video, VideoStatus
 from indexer.db import make_sessionmaker, open_catalog
 from indexer.errors import CheckpointMismatchError
 from indexer.sync import sync_index, verify_index
@@ -38,6 +39,15 @@ def videos_by_name(settings, folder: Path) -> dict[str, Video]:  # type: ignore[
     with catalog(settings)() as session:
         rows = session.scalars(select(Video)).all()
         return {str(Path(v.path).relative_to(folder.resolve())): v for v in rows}
+
+
+def thumbnails_of(settings, clip_ids) -> dict[int, bytes]:  # type: ignore[no-untyped-def]
+    """The catalog's JPEG of each of ``clip_ids`` that has one."""
+    with catalog(settings)() as session:
+        rows = session.execute(
+            select(ClipThumbnail.clip_id, ClipThumbnail.jpeg).where(ClipThumbnail.clip_id.in_(clip_ids))
+        )
+        return {clip_id: jpeg for clip_id, jpeg in rows}
 
 
 def clips_of(settings, video_id: int) -> list[Clip]:  # type: ignore[no-untyped-def]
@@ -68,12 +78,13 @@ def test_every_format_and_every_failure(tmp_path, format_corpus, tiny_checkpoint
         assert video.decoder == "pyav"  # what decoded it is recorded
         clips = clips_of(settings, video.id)
         assert len(clips) == expected_clips, name
+        jpegs = thumbnails_of(settings, [c.id for c in clips])
         for clip in clips:
             vector = clip.vector()
             assert vector.shape == (tiny_encoder.embed_dim,)
             assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-4)
-            thumb = settings.thumbnails_dir / clip.thumbnail
-            with Image.open(thumb) as image:
+            assert clip.thumbnail is None  # no file: the JPEG is in the catalog
+            with Image.open(io.BytesIO(jpegs[clip.id])) as image:
                 assert image.format == "JPEG" and image.width <= 160
     for name, words in format_corpus.bad.items():
         video = videos[name]
@@ -113,7 +124,7 @@ def test_rerun_skips_unchanged_reindexes_changed_and_retries_failed(
     assert (first.indexed, len(first.failed)) == (4, 1)
     before = videos_by_name(settings, folder)
     old_clip_ids = {c.id for c in clips_of(settings, before["v0_001.mp4"].id)}
-    old_thumbs = [settings.thumbnails_dir / c.thumbnail for c in clips_of(settings, before["v0_001.mp4"].id)]
+    assert len(thumbnails_of(settings, old_clip_ids)) == len(old_clip_ids)
 
     again = run_ingest(settings, [folder], tiny_encoder)
     assert (again.indexed, again.skipped, len(again.failed)) == (0, 4, 1)  # failed files are retried
@@ -129,7 +140,8 @@ def test_rerun_skips_unchanged_reindexes_changed_and_retries_failed(
     assert after["broken.mp4"].status == VideoStatus.indexed and after["broken.mp4"].error is None
     new_clips = clips_of(settings, after["v0_001.mp4"].id)
     assert len(new_clips) == 1 and not old_clip_ids & {c.id for c in new_clips}  # old clips removed
-    assert not any(p.exists() for p in old_thumbs) and (settings.thumbnails_dir / new_clips[0].thumbnail).exists()
+    assert thumbnails_of(settings, old_clip_ids) == {}  # the old thumbnails went with their clips
+    assert set(thumbnails_of(settings, [c.id for c in new_clips])) == {new_clips[0].id}
     for name in ("v0_000.mp4", "v0_002.mp4"):
         assert after[name].indexed_at == before[name].indexed_at and after[name].attempts == 1
     assert third.index.version == first.index.version + 1
@@ -214,14 +226,14 @@ def test_delete_removes_clips_thumbnails_and_vectors(tmp_path, tiny_checkpoint, 
     gone = clips_of(settings, videos["v0_000.mp4"].id)
     removed = delete_videos(
         make_sessionmaker(open_catalog(settings, writer=True)),
-        settings.thumbnails_dir,
         [str(videos["v0_000.mp4"].id), str(folder / "v0_002.mp4")],
     )
     assert sorted(v.path for v in removed) == sorted(str((folder / n).resolve()) for n in ("v0_000.mp4", "v0_002.mp4"))
     meta = sync_index(catalog(settings), settings.index_dir)
     assert meta.vector_count == 1
     assert set(videos_by_name(settings, folder)) == {"v0_001.mp4"}
-    assert not (settings.thumbnails_dir / str(videos["v0_000.mp4"].id)).exists()
+    assert thumbnails_of(settings, [c.id for c in gone]) == {}
+    assert not settings.thumbnails_dir.exists()  # nothing is written outside the catalog
     index, _ = store.open_published_index(settings.data_dir)
     assert gone[0].id not in set(vector_index.index_ids(index))
     assert verify_index(catalog(settings), settings.index_dir).ok
