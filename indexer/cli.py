@@ -193,7 +193,7 @@ def delete(
     from .sync import sync_index
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
-    removed = delete_videos(_sessions(settings, writer=True), settings.thumbnails_dir, videos)
+    removed = delete_videos(_sessions(settings, writer=True), videos)
     meta = sync_index(_sessions(settings), settings.index_dir)
     for video in removed:
         typer.echo(f"deleted video {video.id}: {video.path}")
