@@ -309,7 +309,7 @@ class _Ingestion:
             thumbnails=job.thumbnails,
             checkpoint_id=self.checkpoint_id,
         )
-        outcome = self._timed_commit(records.record_indexed, self.writes, self.settings.thumbnails_dir, item)
+        outcome = self._timed_commit(records.record_indexed, self.writes, item)
         if outcome == "indexed":
             self.summary.clips += len(job.probed.windows)
         self._finish(job, "indexed" if outcome == "indexed" else "skipped")
@@ -321,7 +321,6 @@ class _Ingestion:
         self._timed_commit(
             records.record_failed,
             self.writes,
-            self.settings.thumbnails_dir,
             str(job.source.path),
             reason,
             job.probed if job.probed is not None and job.probed.content_hash else None,
