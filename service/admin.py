@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from indexer.errors import IndexerError
 from indexer.queries import get_video
 from indexer.records import delete_videos
-from indexer.sync import sync_index
 
 from .resources import Resources
 
@@ -27,7 +24,7 @@ def delete_from_catalog(resources: Resources, video_id: int) -> str:
             raise UnknownVideo(f"no video with id {video_id}")
         path = video.path
     try:
-        delete_videos(resources.writer_sessions(), resources.settings.thumbnails_dir, [str(video_id)])
+        delete_videos(resources.writer_sessions(), [str(video_id)])
     except IndexerError as exc:  # deleted by someone else since the look-up
         raise UnknownVideo(str(exc)) from None
     return path
@@ -35,11 +32,5 @@ def delete_from_catalog(resources: Resources, video_id: int) -> str:
 
 async def republish(resources: Resources) -> int | None:
     """Bring the index in line with the catalog (an update, or a rebuild when the type needs one) on a worker
-    thread, then serve it; returns the served version (None while nothing is published)."""
-    sessions = resources.sessions
-    if sessions is None:
-        raise IndexerError("the catalog is not open")
-    meta = await asyncio.to_thread(sync_index, sessions, resources.settings.index_dir)
-    if meta is None:
-        return None
-    return (await resources.reload()).version
+    thread, then serve it; returns the served version."""
+    return await resources.sync_job()

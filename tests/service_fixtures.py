@@ -61,8 +61,7 @@ class ServiceCorpus:
     def copy(self, dest: Path) -> ServiceCorpus:
         """A private copy of the data directory (the videos stay shared) for tests that change it."""
         dest.mkdir(parents=True)
-        for name in ("index", "thumbnails"):
-            shutil.copytree(self.data_dir / name, dest / name)
+        shutil.copytree(self.data_dir / "index", dest / "index")
         source = sqlite3.connect(self.data_dir / "catalog.sqlite3")
         target = sqlite3.connect(dest / "catalog.sqlite3")
         with target:

@@ -90,6 +90,19 @@ def test_every_clip_thumbnail_is_a_jpeg(client, video) -> None:
             assert image.format == "JPEG" and image.width > 0 and image.height > 0
 
 
+def test_a_thumbnail_is_cached_for_good_and_revalidated_by_its_etag(client, video) -> None:
+    first, second = (client.get(clip["thumbnail_url"]) for clip in video["clips"][:2])
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith("W/") and etag != second.headers["etag"]
+    assert "immutable" in first.headers["cache-control"] and "max-age=" in first.headers["cache-control"]
+    url = video["clips"][0]["thumbnail_url"]
+    for held in (etag, f'"other", {etag}', f"W/{etag}", "*"):
+        cached = client.get(url, headers={"If-None-Match": held})
+        assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == etag, held
+    stale = client.get(url, headers={"If-None-Match": second.headers["etag"]})
+    assert stale.status_code == 200 and stale.content == first.content
+
+
 def test_search_results_link_to_working_media_and_thumbnails(client) -> None:
     hit = client.get("/search", params={"q": "a blue square moves up", "k": 1}).json()["results"][0]
     assert client.get(hit["thumbnail_url"]).headers["content-type"] == "image/jpeg"

@@ -9,19 +9,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from indexer import queries
 from indexer.catalog import Video, VideoStatus
 
-from ..access import Viewer, inside_roots, servable_file, shown_path, thumbnail_path
+from ..access import Viewer, inside_roots, servable_file, shown_path
 from ..deps import SessionDep, SettingsDep, ViewerDep
 from ..errors import ERROR_RESPONSES
 from ..media import file_response
 from ..schemas import MAX_ID, ClipOut, Problem, VideoDetail, VideoOut, VideoPage
 from ..settings import ServiceSettings
+from ..thumbnails import jpeg_response, thumbnail_jpeg
 from ..urls import media_url, thumbnail_url
 
 router = APIRouter(tags=["catalog"], responses=ERROR_RESPONSES)
@@ -107,6 +108,7 @@ def get_video(session: SessionDep, settings: SettingsDep, viewer: ViewerDep, vid
     """One video with its clips."""
     video = visible_video(session, video_id, settings, viewer)
     clips = queries.clips_of(session, video.id)
+    stored = queries.clips_with_thumbnails(session, video.id)
     return VideoDetail(
         **video_out(video, len(clips), settings, viewer),
         clips=[
@@ -115,7 +117,7 @@ def get_video(session: SessionDep, settings: SettingsDep, viewer: ViewerDep, vid
                 position=c.position,
                 start=c.start,
                 end=c.end,
-                thumbnail_url=thumbnail_url(c.id) if c.thumbnail else None,
+                thumbnail_url=thumbnail_url(c.id) if c.id in stored or c.thumbnail else None,
                 media_url=media_url(video.id, c.start, c.end),
             )
             for c in clips
@@ -146,17 +148,29 @@ def video_media(session: SessionDep, settings: SettingsDep, video_id: VideoId, r
 @router.get(
     "/clips/{clip_id}/thumbnail",
     response_class=Response,
-    responses={200: {"description": "A JPEG image.", "content": {"image/jpeg": {}}}, **NOT_FOUND},
+    responses={
+        200: {"description": "A JPEG image.", "content": {"image/jpeg": {}}},
+        304: {"description": "Not modified: the `If-None-Match` header names this thumbnail's ETag."},
+        **NOT_FOUND,
+    },
 )
-def clip_thumbnail(session: SessionDep, settings: SettingsDep, clip_id: ClipId) -> Response:
-    """The clip's thumbnail, a JPEG."""
+def clip_thumbnail(
+    session: SessionDep,
+    settings: SettingsDep,
+    clip_id: ClipId,
+    if_none_match: Annotated[
+        str | None, Header(max_length=1024, description="ETags of copies the client holds: 304 if one is this.")
+    ] = None,
+) -> Response:
+    """The clip's thumbnail, a JPEG. It never changes (re-indexing gives clips new ids), so it may be cached
+    for good; its ETag is a hash of its bytes."""
     clip = queries.get_clip(session, clip_id)
     if clip is None:
         raise HTTPException(404, f"no clip with id {clip_id}")
     video = queries.get_video(session, clip.video_id)
     if video is None or video.status != VideoStatus.indexed or not inside_roots(video.path, settings.media_roots):
         raise HTTPException(404, f"no clip with id {clip_id}")
-    path = thumbnail_path(settings.thumbnails_dir, clip.thumbnail)
-    if path is None:
-        raise HTTPException(404, f"clip {clip_id} has no thumbnail file on the server")
-    return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+    jpeg = thumbnail_jpeg(session, clip, settings)
+    if jpeg is None:
+        raise HTTPException(404, f"clip {clip_id} has no thumbnail")
+    return jpeg_response(jpeg, if_none_match, private=settings.read_api_key is not None)
