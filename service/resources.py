@@ -1,10 +1,17 @@
-"""What the app loads once and shares: the text encoder, the catalog and the published index.
+"""What the app loads once and shares: the text encoder, the catalog and the index it serves.
 
 ``Resources.load()`` runs in the background after start-up, so ``/healthz`` answers at once and
 ``/readyz`` says what is still missing. A checkpoint that does not match the index is fatal: the
-server stops with a message naming both. ``reload()`` swaps in the newest published version: the new
-index is opened and checked beside the old one, then one attribute assignment replaces it, and requests
-that already hold the old one finish with it.
+server stops with a message naming both.
+
+The catalog holds every embedding, so each replica keeps its own index in step with it, whichever machine
+ingested: at start-up and on ``reload()`` it publishes into its data directory a version equal to the
+catalog (``sync.sync_index``: nothing when the current one already is, an update when it can) and swaps
+it in; every ``TVR_INDEX_SYNC_S`` seconds it compares a cheap fingerprint of the catalog's indexed clips
+with the served index and, when they differ, does the same as a background job. Replicas sharing a data
+directory take turns (``store.publish_lock``); the first publishes, the others find it current. A swap
+opens and checks the new index beside the old one, then one attribute assignment replaces it, and
+requests that already hold the old one finish with it.
 """
 
 from __future__ import annotations
@@ -21,14 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer import store
 from indexer.errors import IndexerError
+from indexer.queries import Fingerprint, ids_fingerprint, indexed_clips_fingerprint
 from indexer.store import PublishedIndex
+from indexer.sync import sync_index
 
 from .batching import Query, QueryBatcher
-from .jobs import JobRunner
+from .jobs import Job, JobRunner
 from .metrics import Metrics
 from .search import SearchOptions, SearchResult, search
 from .settings import ServiceSettings
@@ -98,6 +108,7 @@ class Resources:
             metrics=self.metrics,
         )
         self.index: PublishedIndex | None = None  # replaced whole, never mutated
+        self.served_fingerprint: Fingerprint | None = None  # of the ids self.index holds
         self.engine: Engine | None = None
         self.sessions: sessionmaker[Session] | None = None
         self.stage = "starting"  # what load() is doing, or why the service is not ready
@@ -105,7 +116,8 @@ class Resources:
         self.on_fatal: Callable[[str], None] | None = None  # the server's way to stop itself
         self.catalog_checkpoints: dict[str, int] = {}
         self._reload_lock = asyncio.Lock()
-        self.jobs = JobRunner()  # admin work off the request path (republishing after a delete)
+        self.jobs = JobRunner()  # index work off the request path (syncs, republishing after a delete)
+        self._sync_job: Job | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._writer: Engine | None = None
 
@@ -136,6 +148,7 @@ class Resources:
                     raise
                 except (NotReady, IndexerError) as exc:
                     log.debug("still not ready: %s", exc)
+            await self._follow_catalog()
         except CheckpointMismatch as exc:
             self._die(str(exc))
         except asyncio.CancelledError:
@@ -168,8 +181,13 @@ class Resources:
             self.stage = f"catalog: {exc}"
             log.warning("not ready: %s", self.stage)
             return
-        self.stage = "opening the published index"
+        self.stage = "bringing the index in line with the catalog"
         async with self._reload_lock:
+            try:
+                await asyncio.to_thread(self._sync_from_catalog)
+            except IndexerError as exc:  # serve what is published, if anything
+                log.warning("%s; serving the newest published index", exc)
+            self.stage = "opening the published index"
             try:
                 await self._swap_in_newest()
             except IndexerError as exc:
@@ -189,7 +207,8 @@ class Resources:
     # --- the index -----------------------------------------------------------------------------------
 
     async def reload(self) -> ReloadOutcome:
-        """Swap in the newest published version (if it is newer); raises NotReady or CheckpointMismatch."""
+        """Bring this replica's index in line with the catalog, then swap in the newest published version
+        (if it is newer); raises NotReady, CheckpointMismatch, or IndexerError when the sync fails."""
         if self.encoder is None or self.fatal is not None:
             raise NotReady(self.stage)
         async with self._reload_lock:
@@ -199,7 +218,48 @@ class Resources:
                 except IndexerError as exc:
                     self.stage = f"catalog: {exc}"
                     raise NotReady(self.stage) from exc
+            await asyncio.to_thread(self._sync_from_catalog)
             return await self._swap_in_newest()
+
+    def _sync_from_catalog(self) -> store.IndexMeta | None:
+        """Publish into this replica's index folder a version holding exactly the catalog's vectors, unless the
+        current one does (``sync.sync_index``; blocking: run it off the event loop)."""
+        if self.sessions is None:
+            raise NotReady(self.stage)
+        before = store.current_version(self.settings.index_dir)
+        try:
+            meta = sync_index(self.sessions, self.settings.index_dir)
+        except (OSError, SQLAlchemyError) as exc:
+            raise IndexerError(f"cannot bring the index in line with the catalog: {exc}") from exc
+        if meta is not None and meta.version != before:
+            log.info("index synced from the catalog: published v%06d (%d vectors)", meta.version, meta.vector_count)
+        return meta
+
+    def catalog_changed(self) -> bool:
+        """Whether the catalog's indexed clips differ from those of the served index (one aggregate query)."""
+        with self.read_session() as session:
+            return indexed_clips_fingerprint(session) != self.served_fingerprint
+
+    async def _follow_catalog(self) -> None:
+        """Every ``index_sync_s`` seconds (0: never), a background sync when the catalog changed."""
+        interval = self.settings.index_sync_s
+        while interval > 0:
+            await asyncio.sleep(interval)
+            if self._sync_job is not None and self._sync_job.finished_at is None:
+                continue  # the last one is still queued or running
+            try:
+                changed = await asyncio.to_thread(self.catalog_changed)
+            except (NotReady, SQLAlchemyError) as exc:
+                log.warning("index sync: cannot read the catalog: %s", exc)
+                continue
+            if changed:
+                version = self.index.meta.version if self.index is not None else None
+                log.info("index sync: the catalog's clips differ from the served index v%06d; syncing", version or 0)
+                self._sync_job = self.jobs.submit("sync", self.sync_job)
+
+    async def sync_job(self) -> int | None:
+        """A job's work: sync and swap; the served version."""
+        return (await self.reload()).version
 
     async def _swap_in_newest(self) -> ReloadOutcome:
         if self.encoder is None:
@@ -222,7 +282,8 @@ class Resources:
             self.metrics.index_reloads.labels("refused").inc()
             raise CheckpointMismatch(mismatch_message(self.settings, checkpoint_id, loaded.meta))
         self.catalog_checkpoints = await asyncio.to_thread(self._catalog_checkpoints)
-        self.index = loaded  # the swap: one reference assignment
+        fingerprint = await asyncio.to_thread(lambda: ids_fingerprint(loaded.ids()))
+        self.index, self.served_fingerprint = loaded, fingerprint  # the swap: reference assignments
         self.stage = "ready"
         self._publish_metrics(loaded)
         self.metrics.index_reloads.labels("swapped").inc()

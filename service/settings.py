@@ -53,6 +53,10 @@ class ServiceSettings(Settings):
     float32 is exact; bfloat16 is about 2x faster on CPUs with bf16 instructions; int8 (CPU only) about 3x:
     top-10 results agree with float32's at about 99 % on the demo model (docs/BENCHMARKS.md). A query's
     embedding does not depend on the queries encoded beside it, at any precision."""
+    index_sync_s: float = Field(30.0, ge=0, le=86_400)
+    """Seconds between checks that the served index still holds exactly the catalog's indexed clips (one
+    aggregate query); when it does not, a background job syncs this replica's index from the catalog and
+    swaps it in. 0 turns the periodic check off (start-up and ``POST /admin/reload`` still sync)."""
     log_format: Literal["json", "text"] = "json"
 
     @property

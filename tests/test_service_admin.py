@@ -96,18 +96,23 @@ def test_reload_under_a_stream_of_searches_fails_no_request(private_corpus, star
     assert versions_seen == {first + 1, first + 2, first + 3}
 
 
-def test_reload_keeps_serving_when_the_new_index_has_another_checkpoint(private_corpus, start_server, api_key) -> None:
-    from indexer import store
+def test_reload_keeps_serving_when_the_catalog_moved_to_another_checkpoint(
+    private_corpus, start_server, api_key
+) -> None:
+    from sqlalchemy import update
 
-    server = start_server(private_corpus.settings(api_key=api_key))
-    served = store.load_published_index(private_corpus.data_dir, mmap=False)
-    index_dir = private_corpus.settings().index_dir
-    store.publish(index_dir, served.index, checkpoint_id="another-model", factory=served.meta.factory)
+    from indexer import store
+    from indexer.catalog import Video
+
+    server = start_server(private_corpus.settings(api_key=api_key, index_sync_s=0))
+    served = store.current_meta(private_corpus.settings().index_dir)
+    with sessions_of(private_corpus).begin() as session:  # as if re-encoded by another model
+        session.execute(update(Video).values(checkpoint_id="another-model"))
     answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key})
     assert answer.status_code == 409
-    assert "another-model" in answer.json()["detail"] and served.meta.checkpoint_id in answer.json()["detail"]
+    assert "another-model" in answer.json()["detail"] and served.checkpoint_id in answer.json()["detail"]
     ready = httpx.get(f"{server.url}/readyz")
-    assert ready.status_code == 200 and ready.json()["index_version"] == served.meta.version
+    assert ready.status_code == 200 and ready.json()["index_version"] == served.version
     assert httpx.get(f"{server.url}/search", params={"q": "a red circle"}).status_code == 200
 
 
@@ -122,18 +127,18 @@ def wait_for_job(http: httpx.Client, job_id: str, timeout: float = 60) -> dict:
 def test_delete_answers_once_the_catalog_changed_and_republishes_in_the_background(
     private_corpus, start_server, api_key, monkeypatch
 ) -> None:
-    import service.admin
+    import service.resources
 
     republishing, finish = threading.Event(), threading.Event()
-    real_sync = service.admin.sync_index
+    real_sync = service.resources.sync_index
 
     def held_sync(*args, **kwargs):  # type: ignore[no-untyped-def]
         republishing.set()
         assert finish.wait(30), "the test never released the index job"
         return real_sync(*args, **kwargs)
 
-    monkeypatch.setattr(service.admin, "sync_index", held_sync)
-    server = start_server(private_corpus.settings(api_key=api_key))
+    server = start_server(private_corpus.settings(api_key=api_key, index_sync_s=0))
+    monkeypatch.setattr(service.resources, "sync_index", held_sync)  # once the server synced at start-up
     http = httpx.Client(base_url=server.url, headers={"X-API-Key": api_key}, timeout=30)
     video = http.get("/videos/2").json()
     ready = http.get("/readyz").json()
@@ -193,38 +198,72 @@ def test_not_ready_until_loaded(private_corpus, start_server) -> None:
     assert httpx.get(f"{server.url}/search", params={"q": "a red circle"}).status_code == 200
 
 
-def test_not_ready_without_a_published_index_until_one_is_reloaded(private_corpus, start_server, api_key) -> None:
-    from indexer.sync import sync_index
+def test_a_data_directory_without_an_index_gets_one_from_the_catalog(private_corpus, start_server) -> None:
+    from indexer import store
+    from indexer.sync import verify_index
 
-    settings = private_corpus.settings(api_key=api_key)
+    settings = private_corpus.settings()
+    expected = store.current_meta(settings.index_dir).vector_count
     shutil.rmtree(settings.index_dir)
-    server = start_server(settings, ready=False)
+    server = start_server(settings)
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["vectors"] == expected and ready["index_version"] == 1
+    assert verify_index(sessions_of(private_corpus), settings.index_dir).ok
+    assert httpx.get(f"{server.url}/search", params={"q": "cat"}).json()["total"] == expected
+
+
+def test_not_ready_while_the_catalog_is_empty_until_a_reload_finds_videos(
+    tmp_path, service_corpus, start_server, api_key
+) -> None:
+    from indexer.catalog import Base
+    from indexer.db import make_engine, make_sessionmaker, upgrade
+
+    empty = service_corpus.settings(data_dir=tmp_path / "empty", api_key=api_key, index_sync_s=0)
+    upgrade(make_engine(empty.catalog_url))
+    server = start_server(empty, ready=False)
     deadline = time.monotonic() + 30
-    while "loading" in (stage := httpx.get(f"{server.url}/readyz").json()["stage"]) or stage == "starting":
+    while "loading" in (stage := httpx.get(f"{server.url}/readyz").json()["stage"]) or stage in (
+        "starting",
+        "bringing the index in line with the catalog",
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 503 and "no published index" in ready.json()["stage"]
     assert httpx.get(f"{server.url}/search", params={"q": "cat"}).status_code == 503
-    meta = sync_index(sessions_of(private_corpus), settings.index_dir)
+    source = make_engine(service_corpus.settings().catalog_url)  # the corpus's rows, copied into the empty catalog
+    target = make_sessionmaker(make_engine(empty.catalog_url, writer=True))
+    with source.connect() as rows, target.begin() as session:
+        for table in Base.metadata.sorted_tables:
+            if table.name != "index_versions":
+                session.execute(table.insert(), [dict(r._mapping) for r in rows.execute(table.select())])
     answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key})
-    assert answer.status_code == 200 and answer.json()["version"] == meta.version
-    # swapped in by this call, or a moment earlier by the server's own periodic look for an index
-    assert answer.json()["previous"] is None or answer.json()["reloaded"] is False
+    assert answer.status_code == 200, answer.text
+    # synced and swapped in by this call, or a moment earlier by the server's own look for an index
+    assert answer.json()["version"] == 1 and answer.json()["vectors"] > 0
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     assert httpx.get(f"{server.url}/search", params={"q": "cat"}).status_code == 200
 
 
-def test_a_catalog_thumbnail_path_cannot_lead_outside_the_thumbnails(private_corpus, start_server) -> None:
-    from sqlalchemy import update
+def test_legacy_thumbnail_files_are_served_and_never_from_outside_their_folder(private_corpus, start_server) -> None:
+    from sqlalchemy import delete, select, update
 
-    from indexer.catalog import Clip
+    from indexer.catalog import Clip, ClipThumbnail
 
+    # a catalog from before revision 0004: clips name JPEG files under TVR_DATA_DIR/thumbnails
+    legacy = private_corpus.data_dir / "thumbnails" / "1" / "legacy-00000.jpg"
+    legacy.parent.mkdir(parents=True)
     with sessions_of(private_corpus).begin() as session:
+        jpeg = session.scalar(select(ClipThumbnail.jpeg).where(ClipThumbnail.clip_id == 4))
+        session.execute(delete(ClipThumbnail).where(ClipThumbnail.clip_id.in_([1, 2, 3])))
         session.execute(update(Clip).where(Clip.id == 1).values(thumbnail="../../../../../../etc/passwd"))
         session.execute(update(Clip).where(Clip.id == 2).values(thumbnail="../catalog.sqlite3"))
+        session.execute(update(Clip).where(Clip.id == 3).values(thumbnail="1/legacy-00000.jpg"))
+    legacy.write_bytes(jpeg)
     server = start_server(private_corpus.settings())
     for clip_id in (1, 2):
         response = httpx.get(f"{server.url}/clips/{clip_id}/thumbnail")
         assert response.status_code == 404 and b"root:" not in response.content and b"SQLite" not in response.content
-    assert httpx.get(f"{server.url}/clips/3/thumbnail").status_code == 200
+    served = httpx.get(f"{server.url}/clips/3/thumbnail")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg" and served.content == jpeg
+    assert httpx.get(f"{server.url}/clips/4/thumbnail").content == jpeg  # from the catalog

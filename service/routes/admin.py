@@ -30,10 +30,13 @@ router = APIRouter(tags=["admin"], responses=ADMIN_RESPONSES)
 @router.post(
     "/admin/reload",
     response_model=ReloadResponse,
-    responses={409: {"model": Problem, "description": "The newest index cannot be served (checkpoint, files)."}},
+    responses={
+        409: {"model": Problem, "description": "The index cannot follow the catalog or be served (checkpoint, files)."}
+    },
 )
 async def reload_index(_: AdminDep, resources: ResourcesDep) -> ReloadResponse:
-    """Swap in the newest published index; requests in flight finish on the old one."""
+    """Bring this server's index in line with the catalog (publishing a new version when they differ), then
+    swap in the newest published index; requests in flight finish on the old one."""
     try:
         outcome = await resources.reload()
     except (CheckpointMismatch, IndexerError) as exc:
