@@ -110,6 +110,24 @@ def ingest(
         ),
     ] = "auto",
     nvdec_sessions: Annotated[int, typer.Option(min=1, help="Files NVDEC decodes at once (threads).")] = 4,
+    ray: Annotated[
+        bool, typer.Option("--ray", help='Decode and encode on a Ray cluster (needs: pip install "tvr\\[ray]").')
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TVR_RAY_ADDRESS",
+            help="With --ray: the cluster to join (auto: the running one; HOST:PORT); default: a local instance.",
+            show_default=False,
+        ),
+    ] = None,
+    ray_decoders: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --ray: files decoded at once (default: the cluster's CPUs less the encoders')."),
+    ] = None,
+    ray_encoders: Annotated[
+        int | None, typer.Option(min=1, help="With --ray: encoder actors (default: one per GPU, else one).")
+    ] = None,
 ) -> None:
     """Index video files, folders or a manifest: resumable, idempotent, with a summary of what happened.
 
@@ -121,10 +139,20 @@ def ingest(
     from .errors import IndexerError
     from .pipeline import IngestOptions, default_workers
     from .pipeline import ingest as run_ingest
+    from .ray_runner import RayOptions, import_ray
     from .sources import discover, parse_shard, select_shard
 
     if not paths and manifest is None:
         raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
+    ray_options = None
+    if ray:
+        import_ray()  # says how to install it when missing
+        if decoder == "nvdec":
+            raise IndexerError("--decoder nvdec: with --ray, files are decoded by CPU tasks (use --decoder cpu)")
+        # the cluster's nodes encode (on `device`, or its GPUs when none is named); this process only plans
+        decoders = ray_decoders or workers or None
+        ray_options = RayOptions(ray_address, decoders, ray_encoders, device)
+        device, decoder = "cpu", "cpu"
     settings = _settings(data_dir=data_dir, database_url=database_url, checkpoint=checkpoint, device=device)
     check_device(settings.device)
     try:
@@ -147,6 +175,7 @@ def ingest(
         progress=progress,
         decoder=decoder,
         nvdec_sessions=nvdec_sessions,
+        ray=ray_options,
     )
     args = {
         "paths": [str(p) for p in paths or []],
@@ -158,6 +187,7 @@ def ingest(
         "decoder": decoder,
         "shard": shard,
         "factory": factory,
+        "ray": {"address": ray_address, "decoders": ray_decoders, "encoders": ray_encoders} if ray else None,
         "policy": {"single_clip_max": single_clip_max, "window": window, "stride": stride},
     }
     summary = run_ingest(settings, discovery, options, args=args)

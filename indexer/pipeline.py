@@ -29,6 +29,7 @@ from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
 from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, decode_video
 from .encode import encode_clips, share_cores
+from .ray_runner import RayOptions
 from .runs import RunCounts, finish_run, start_run
 from .settings import Settings
 from .sources import Discovery, Source
@@ -59,6 +60,7 @@ class IngestOptions:
     decoder: str = "auto"  # "cpu": worker processes; "nvdec": NVDEC in this process (nvdec.py); "auto": nvdec if it can
     nvdec_sessions: int = 4  # files NVDEC decodes at once (threads)
     gpu_decode: nvdec.GpuDecodeFn | None = None  # the NVDEC pool's decode function (tests stand a fake in)
+    ray: RayOptions | None = None  # decode and encode on a Ray cluster (ray_runner.py) instead of this machine
 
 
 @dataclass
@@ -70,6 +72,7 @@ class IngestSummary:
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     clips: int = 0
+    video_seconds: float = 0.0  # duration of the videos indexed
     seconds: float = 0.0
     index: IndexMeta | None = None
     # seconds per step: the decoders' (summed over workers: hash, open, demux, decode, convert, thumbnails)
@@ -86,7 +89,7 @@ class _Job:
     probed: Probed | None = None
     embeddings: np.ndarray | None = None
     thumbnails: list[bytes] = field(default_factory=list)
-    remaining: int = 0  # clips not yet encoded
+    encoded: np.ndarray | None = None  # bool per clip: a clip encoded twice (a retried task) counts once
     attempt: int = 0  # bumped when a crashed worker's clips are voided
     done: bool = False
 
@@ -184,7 +187,12 @@ class _Ingestion:
             dynamic_ncols=True,
         )
         try:
-            self._loop()
+            if self.options.ray is not None:
+                from . import ray_runner
+
+                ray_runner.run(self, self.options.ray)
+            else:
+                self._loop()
             self.bar.close()
             if self.options.publish:
                 summary.index = sync_index(
@@ -242,8 +250,19 @@ class _Ingestion:
     def _next_task(self) -> Task[_Job] | None:
         if len(self.buffer) >= self.max_buffer or not self.waiting:
             return None
-        job = self.waiting.popleft()
+        job = self.take_job()
+        assert job is not None
         return Task(str(job.source.path), job.known_hash, job)
+
+    # --- what every executor calls (the local loop above, ray_runner) ---------------------------------------
+
+    def take_job(self) -> _Job | None:
+        """The next video to decode, or None when none is left."""
+        return self.waiting.popleft() if self.waiting else None
+
+    def add_timings(self, timings: dict[str, float]) -> None:
+        for key, seconds in timings.items():
+            self.timers[key] = self.timers.get(key, 0.0) + seconds
 
     def _handle(self, message: Message[_Job]) -> None:
         job = message.owner
@@ -251,24 +270,24 @@ class _Ingestion:
             job.attempt += 1
             job.probed = None
         elif message.kind == "failed":
-            self._fail(job, message.error or "unknown error")
+            self.fail(job, message.error or "unknown error")
         elif message.kind == "event":
             event = message.event
-            for key, seconds in getattr(event, "timings", {}).items():
-                self.timers[key] = self.timers.get(key, 0.0) + seconds
+            self.add_timings(getattr(event, "timings", {}))
             if isinstance(event, Probed):
-                self._prepared(job, event)
+                self.prepare(job, event)
             elif isinstance(event, DecodedChunk) and not job.done:
                 self.buffer += [(job, job.attempt, clip) for clip in event.clips]
             elif isinstance(event, DecodeFailed):
-                self._fail(job, event.error)
+                self.fail(job, event.error)
 
-    def _prepared(self, job: _Job, probed: Probed) -> None:
+    def prepare(self, job: _Job, probed: Probed) -> None:
+        """A video's first event: record it as unchanged or failed, or make room for its clips."""
+        if job.done or (job.probed is not None and job.probed.windows == probed.windows):
+            return  # a retried decoding task probed it again
         job.probed = probed
-        if job.done:
-            return
         if probed.status == "failed":
-            self._fail(job, probed.error or "unknown error")
+            self.fail(job, probed.error or "unknown error")
             return
         if probed.status == "unchanged":
             self._timed_commit(records.record_unchanged, self.writes, probed)
@@ -277,7 +296,7 @@ class _Ingestion:
         count = len(probed.windows)
         job.embeddings = np.zeros((count, self.encoder.embed_dim), np.float32)
         job.thumbnails = [b""] * count
-        job.remaining = count
+        job.encoded = np.zeros(count, bool)
 
     # --- encoding and committing ------------------------------------------------------------------------------
 
@@ -292,12 +311,17 @@ class _Ingestion:
         vectors = encode_clips(self.encoder, [clip for _, clip in batch])
         self.timers["encode"] += time.perf_counter() - started
         for (job, clip), vector in zip(batch, vectors, strict=True):
-            assert job.embeddings is not None
-            job.embeddings[clip.position] = vector
-            job.thumbnails[clip.position] = clip.thumbnail
-            job.remaining -= 1
-            if job.remaining == 0:
-                self._commit(job)
+            self.store(job, clip.position, vector, clip.thumbnail)
+
+    def store(self, job: _Job, position: int, vector: np.ndarray, thumbnail: bytes) -> None:
+        """One clip's embedding and thumbnail; the video is committed once it has all of them."""
+        if job.done or job.embeddings is None or job.encoded is None:
+            return
+        job.embeddings[position] = vector
+        job.thumbnails[position] = thumbnail
+        job.encoded[position] = True
+        if job.encoded.all():
+            self._commit(job)
 
     def _commit(self, job: _Job) -> None:
         assert job.probed is not None and job.embeddings is not None
@@ -312,9 +336,11 @@ class _Ingestion:
         outcome = self._timed_commit(records.record_indexed, self.writes, item)
         if outcome == "indexed":
             self.summary.clips += len(job.probed.windows)
+            self.summary.video_seconds += job.probed.duration
         self._finish(job, "indexed" if outcome == "indexed" else "skipped")
 
-    def _fail(self, job: _Job, reason: str) -> None:
+    def fail(self, job: _Job, reason: str) -> None:
+        """Record the video as failed with ``reason``; the run goes on."""
         if job.done:
             return
         log.debug("%s: failed: %s", job.source.path, reason)
@@ -339,11 +365,14 @@ class _Ingestion:
 
     def _finish(self, job: _Job, outcome: Literal["indexed", "skipped", "failed"]) -> None:
         job.done = True
-        job.embeddings, job.thumbnails = None, []
+        job.embeddings, job.thumbnails, job.encoded = None, [], None
         if outcome == "indexed":
             self.summary.indexed += 1
         elif outcome == "skipped":
             self.summary.skipped += 1
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(clips=self.summary.clips, failed=len(self.summary.failed), refresh=False)
+            hours = self.summary.video_seconds / 3600
+            self.bar.set_postfix(
+                clips=self.summary.clips, hours=f"{hours:.2f}", failed=len(self.summary.failed), refresh=False
+            )

@@ -1,0 +1,213 @@
+"""``tvr ingest --ray`` on a real local Ray instance: the same catalog as the local pipeline, a worker or
+an actor killed mid-file, a driver killed and rerun, and the message when Ray is missing.
+
+Runs go through the real ``tvr`` command in a subprocess, as a user (or ``ray job submit``) runs them.
+The cluster tests share one ``ray start --head`` instance with 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from indexer_fixtures import format_corpus, tiny_checkpoint, write_small_corpus  # noqa: F401 (fixtures)
+from typer.testing import CliRunner
+
+from tvr_cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+TVR = [sys.executable, "-m", "tvr_cli"] if not shutil.which("tvr") else ["tvr"]
+pytestmark = pytest.mark.slow
+
+
+def _env(data_dir: Path, checkpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TVR_", "RAY_"))}
+    return (
+        env
+        | {
+            "TVR_DATA_DIR": str(data_dir),
+            "TVR_CHECKPOINT": checkpoint,
+            "TVR_DEVICE": "cpu",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        | extra
+    )
+
+
+def _tvr(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TVR, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[dict[str, str]]:
+    """A head node with 2 CPUs and token authentication, as `ray start --head` makes one; yields what a
+    driver's environment needs to join it."""
+    temp = tempfile.mkdtemp(prefix="tvr-ray-", dir="/tmp")  # Ray's socket paths must stay short
+    port = _free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth}
+    started = subprocess.run(
+        ["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp}",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield {"TVR_RAY_ADDRESS": f"127.0.0.1:{port}", **auth}
+    finally:
+        _stop_cluster(temp)
+
+
+def _stop_cluster(temp: str) -> None:
+    """Kill this cluster's processes (`ray stop` would stop every cluster on the machine); its raylet
+    takes its workers with it."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if temp.encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+        except (OSError, ValueError):  # gone meanwhile
+            pass
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _catalog(data_dir: Path) -> sqlite3.Connection:
+    return sqlite3.connect(data_dir / "catalog.sqlite3")
+
+
+def _rows(data_dir: Path) -> dict[str, tuple]:
+    """path -> (status, error, clip count, decoder)."""
+    with _catalog(data_dir) as conn:
+        rows = conn.execute(
+            "SELECT v.path, v.status, v.error, COUNT(c.id), v.decoder FROM videos v "
+            "LEFT JOIN clips c ON c.video_id = v.id GROUP BY v.id"
+        ).fetchall()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def _embeddings(data_dir: Path) -> dict[tuple[str, int], np.ndarray]:
+    with _catalog(data_dir) as conn:
+        rows = conn.execute(
+            "SELECT v.path, c.position, c.embedding FROM clips c JOIN videos v ON v.id = c.video_id"
+        ).fetchall()
+    return {(path, position): np.frombuffer(blob, np.float32) for path, position, blob in rows}
+
+
+def _assert_each_video_once(data_dir: Path, folder: Path, clips_per_video: int) -> None:
+    with _catalog(data_dir) as conn:
+        videos = conn.execute("SELECT path, status, attempts FROM videos").fetchall()
+        clips = conn.execute("SELECT video_id, position FROM clips").fetchall()
+    assert sorted(v[0] for v in videos) == sorted(str(p.resolve()) for p in folder.iterdir())
+    assert {v[1] for v in videos} == {"indexed"}
+    assert len(clips) == len(set(clips)) == len(videos) * clips_per_video  # no clip twice, none missing
+
+
+def _verify(env: dict[str, str]) -> None:
+    verify = _tvr(env, "index", "verify")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_ray_ingest_matches_the_local_pipeline(tmp_path: Path, format_corpus, tiny_checkpoint: str) -> None:  # noqa: F811
+    local_env = _env(tmp_path / "local", tiny_checkpoint)
+    ray_env = _env(tmp_path / "ray", tiny_checkpoint)
+    local = _tvr(local_env, "ingest", str(format_corpus.folder))
+    on_ray = _tvr(ray_env, "ingest", str(format_corpus.folder), "--ray")  # a local instance, started and stopped
+
+    assert local.returncode == on_ray.returncode == 3, on_ray.stdout + on_ray.stderr  # completed; bad files listed
+    assert f"indexed {len(format_corpus.good)}, skipped 0 unchanged, failed {len(format_corpus.bad)}" in on_ray.stdout
+    assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")  # statuses, reasons, clip counts, decoders
+    ours, theirs = _embeddings(tmp_path / "ray"), _embeddings(tmp_path / "local")
+    assert ours.keys() == theirs.keys() and len(ours) == sum(format_corpus.good.values())
+    cosines = [float(ours[k] @ theirs[k] / np.linalg.norm(ours[k]) / np.linalg.norm(theirs[k])) for k in ours]
+    assert min(cosines) >= 0.9999
+    _verify(ray_env)
+
+
+@pytest.mark.parametrize("role", ["decoder", "encoder"])
+def test_a_worker_killed_mid_file_and_the_job_completes(
+    tmp_path: Path,
+    ray_cluster: dict[str, str],
+    tiny_checkpoint: str,
+    role: str,  # noqa: F811
+) -> None:
+    folder = tmp_path / "videos"
+    write_small_corpus(folder, 4, seconds=40.0)  # 7 clips each: 4 chunks of 2, so the kill lands mid-file
+    marker = tmp_path / "killed"
+    env = _env(tmp_path / "data", tiny_checkpoint, TVR_TEST_KILL_ONCE=f"{role}:{marker}", **ray_cluster)
+
+    run = _tvr(env, "ingest", str(folder), "--ray", "--batch-size", "2")  # the address: TVR_RAY_ADDRESS
+
+    assert marker.exists(), f"the {role} was never killed"
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "indexed 4, skipped 0 unchanged, failed 0" in run.stdout
+    _assert_each_video_once(tmp_path / "data", folder, clips_per_video=7)
+    _verify(env)
+
+
+def test_a_driver_killed_and_rerun_indexes_only_what_is_missing(
+    tmp_path: Path,
+    ray_cluster: dict[str, str],
+    tiny_checkpoint: str,  # noqa: F811
+) -> None:
+    count = 24
+    folder = tmp_path / "videos"
+    write_small_corpus(folder, count)
+    data_dir = tmp_path / "data"
+    env = _env(data_dir, tiny_checkpoint, **ray_cluster)
+    args = ("ingest", str(folder), "--ray", "--batch-size", "1")
+    driver = subprocess.Popen([*TVR, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while _indexed(data_dir) < 1:
+        assert driver.poll() is None, "the ingest ended before its first commit"
+        assert time.monotonic() < deadline, "no video committed within 240 s"
+        time.sleep(0.01)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    committed = _indexed(data_dir)
+    assert 1 <= committed < count, f"killed too late: {committed} of {count} committed"
+
+    rerun = _tvr(env, *args)
+
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"indexed {count - committed}, skipped {committed} unchanged, failed 0" in rerun.stdout
+    _assert_each_video_once(data_dir, folder, clips_per_video=1)
+    with _catalog(data_dir) as conn:
+        runs = conn.execute("SELECT status FROM ingestion_runs ORDER BY id").fetchall()
+    assert runs == [("interrupted",), ("finished",)]
+    _verify(env)
+
+
+def _indexed(data_dir: Path) -> int:
+    try:
+        with _catalog(data_dir) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM videos WHERE status = 'indexed'").fetchone()[0])
+    except sqlite3.OperationalError:  # not created or migrated yet
+        return 0
+
+
+def test_without_ray_the_error_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    (tmp_path / "v.mp4").write_bytes(b"")
+
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path), "--ray", "--data-dir", str(tmp_path / "data")])
+
+    assert result.exit_code == 1
+    assert 'pip install "tvr[ray]"' in result.output
+    assert not (tmp_path / "data").exists()  # refused before touching anything
