@@ -144,8 +144,8 @@ def test_ray_ingest_matches_the_local_pipeline(tmp_path: Path, format_corpus, ti
 def test_a_worker_killed_mid_file_and_the_job_completes(
     tmp_path: Path,
     ray_cluster: dict[str, str],
-    tiny_checkpoint: str,
-    role: str,  # noqa: F811
+    tiny_checkpoint: str,  # noqa: F811
+    role: str,
 ) -> None:
     folder = tmp_path / "videos"
     write_small_corpus(folder, 4, seconds=40.0)  # 7 clips each: 4 chunks of 2, so the kill lands mid-file
