@@ -111,7 +111,7 @@ def test_every_variable_is_documented_and_secrets_are_required(compose):
     used = set(re.findall(r"\$\{(\w+)", text))
     documented = set(re.findall(r"^(\w+)=", (DOCKER / ".env.example").read_text(), re.MULTILINE))
     assert used - documented == set(), f"not in docker/.env.example: {sorted(used - documented)}"
-    for secret in ("POSTGRES_PASSWORD", "TVR_API_KEY", "TVR_VIDEO_DIR"):
+    for secret in ("POSTGRES_PASSWORD", "TVR_API_KEY", "TVR_VIDEO_DIR", "RAY_AUTH_TOKEN"):
         assert re.search(r"\$\{" + secret + r":\?", text), f"{secret} must be required with ${{{secret}:?...}}"
 
 
@@ -262,7 +262,10 @@ def test_ray_commands_are_real_ray_commands_with_real_options(compose):
         resolved.make_context(command[1], args)
     import ray.dashboard.http_server_head as dashboard
 
-    assert "/api/gcs_healthz" in Path(dashboard.__file__).read_text(), "the head's health check calls no route"
+    # The head's health check sends no token: its route must be one Ray leaves open under token auth.
+    public = re.search(r"public_exact_paths = \{(.*?)\}", Path(dashboard.__file__).read_text(), re.DOTALL)
+    assert public, "Ray's dashboard has no list of routes open without the token: check the health check"
+    assert '"/api/gcs_healthz"' in public.group(1), "the head's health check needs the token: send it"
 
 
 def test_ray_nodes_mount_the_library_read_only_where_the_api_does_with_the_indexers_settings(compose):
@@ -274,7 +277,8 @@ def test_ray_nodes_mount_the_library_read_only_where_the_api_does_with_the_index
         assert library[0].endswith(":/videos:ro"), name
         assert services[name].get("shm_size"), f"{name}: Ray's object store needs more than 64 MB of /dev/shm"
         indexer = {k: v for k, v in services["indexer"]["environment"].items() if k != "TVR_DEVICE"}
-        assert services[name]["environment"] == indexer, f"{name} must read the catalog and checkpoint as the indexer"
+        tvr = {k: v for k, v in services[name]["environment"].items() if k.startswith("TVR_")}
+        assert tvr == indexer, f"{name} must read the catalog and checkpoint as the indexer"
     # The driver runs on the head: a TVR_DEVICE there would be every encoder's, cpu even beside GPU workers.
     assert "TVR_DEVICE" not in services["ray-head"]["environment"]
 
@@ -353,3 +357,69 @@ def test_kuberay_rayjob_runs_tvr_ingest_on_every_pod_with_the_library_and_the_ca
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
     head_env = {e["name"] for e in _pods(rayjob)["head"]["containers"][0]["env"]}
     assert "TVR_DEVICE" not in head_env, "the driver's TVR_DEVICE would be every encoder's, even on GPU workers"
+
+
+# Ray's token authentication: every node and every client of a cluster (RAY_AUTH_MODE=token, one token).
+
+RAY_TOKEN_REQUIRED = re.compile(r"\$\{RAY_AUTH_TOKEN:\?[^}]+\}")
+SECRET_CREATED = re.compile(r"kubectl create secret generic ([\w-]+)((?:\s+--from-literal=[\w-]+=\S+)+)")
+
+
+def test_every_ray_service_of_compose_authenticates_with_the_required_token(compose):
+    services = compose["services"]
+    ray_services = {name for name, svc in services.items() if svc.get("command", [""])[0] == "ray"}
+    assert ray_services == {*RAY_NODES, "indexer-ray"}, "a Ray node or client this test does not know of"
+    for name in ray_services:
+        env = services[name].get("environment", {})
+        assert env.get("RAY_AUTH_MODE") == "token", f"{name}: Ray runs without authentication"
+        assert RAY_TOKEN_REQUIRED.fullmatch(str(env.get("RAY_AUTH_TOKEN"))), f"{name}: the token is ${{...:?...}}"
+        assert "RAY_AUTH_TOKEN_PATH" not in env, f"{name}: one source of the token for every node"
+    for name in set(services) - ray_services:
+        env = services[name].get("environment", {})
+        assert not any(k.startswith("RAY_AUTH") for k in env), f"{name} is not a Ray node: no token for it"
+
+
+def test_env_example_documents_the_ray_token_without_a_default():
+    lines = (DOCKER / ".env.example").read_text().splitlines()
+    (index,) = [i for i, line in enumerate(lines) if line.startswith("RAY_AUTH_TOKEN=")]
+    assert lines[index] == "RAY_AUTH_TOKEN=", "no token in the example: each deployment makes its own"
+    comment = []
+    for line in reversed(lines[:index]):
+        if not line.startswith("#"):
+            break
+        comment.insert(0, line)
+    text = " ".join(comment)
+    for needed in ("Required", "openssl rand", "RAY_AUTH_MODE=token", "ray job"):
+        assert needed in text, f"docker/.env.example: say {needed!r} about RAY_AUTH_TOKEN"
+
+
+def _auth(name: str, container: dict) -> tuple[str, str]:
+    """The Secret name and key a KubeRay container's RAY_AUTH_TOKEN comes from, once RAY_AUTH_MODE is token."""
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{name}: RAY_AUTH_MODE=token"
+    assert "value" not in env.get("RAY_AUTH_TOKEN", {}), f"{name}: the token comes from a Secret, not the file"
+    ref = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    assert ref.get("name") and ref.get("key"), f"{name}: RAY_AUTH_TOKEN from a Secret"
+    assert "RAY_AUTH_TOKEN_PATH" not in env, f"{name}: one source of the token for every pod"
+    return ref["name"], ref["key"]
+
+
+def test_kuberay_every_pod_and_the_submitter_authenticate_with_one_secret():
+    rayjob = _rayjob(with_gpu_group=True)
+    refs = {name: _auth(name, pod["containers"][0]) for name, pod in _pods(rayjob).items()}
+    assert set(refs) == {"head", "cpu", "gpu"}
+    # KubeRay's default submitter pod has no environment: `ray job submit` needs the token too.
+    submitter = rayjob["spec"].get("submitterPodTemplate", {}).get("spec")
+    assert submitter, "the RayJob needs a submitterPodTemplate that carries the token"
+    assert submitter["restartPolicy"] == "Never"
+    container = submitter["containers"][0]  # KubeRay takes the first container as the submitter
+    assert "command" not in container, "KubeRay fills in the `ray job submit` command when there is none"
+    head = _pods(rayjob)["head"]["containers"][0]
+    assert container["image"] == head["image"], "the submitter runs the head's image (the same Ray)"
+    refs["submitter"] = _auth("submitter", container)
+    assert len(set(refs.values())) == 1, f"every pod must read the same token: {refs}"
+    # The Secret is listed among what to create first, with that key.
+    ((secret, key),) = set(refs.values())
+    created = {m.group(1): m.group(2) for m in SECRET_CREATED.finditer(RAYJOB.read_text().replace("\\\n#", ""))}
+    assert secret in created, f"rayjob.yaml's comments must say to create the Secret {secret}"
+    assert f"--from-literal={key}=" in created[secret], f"the Secret {secret} needs the key {key}"
