@@ -8,7 +8,8 @@ The catalog holds every embedding, so each replica keeps its own index in step w
 ingested: at start-up and on ``reload()`` it publishes into its data directory a version equal to the
 catalog (``sync.sync_index``: nothing when the current one already is, an update when it can) and swaps
 it in; every ``TVR_INDEX_SYNC_S`` seconds it compares a cheap fingerprint of the catalog's indexed clips
-with the served index and, when they differ, does the same as a background job. Replicas sharing a data
+with the served index and, when they differ, does the same as a background job once the catalog has settled
+(``CatalogWatch``), so a long ingest is not republished at every check. Replicas sharing a data
 directory take turns (``store.publish_lock``); the first publishes, the others find it current. A swap
 opens and checks the new index beside the old one, then one attribute assignment replaces it, and
 requests that already hold the old one finish with it.
@@ -73,6 +74,36 @@ def load_encoder_from_settings(settings: ServiceSettings) -> VideoTextEncoder:
     return load_encoder(settings.checkpoint, device=settings.device, text_precision=settings.query_precision)
 
 
+@dataclass
+class CatalogWatch:
+    """The settle rule of the periodic check: sync when the catalog is quiet (the same fingerprint at two
+    checks in a row), or when the served index has been behind it for ``max_lag_s`` during a long ingest.
+    Start-up and ``reload()`` sync at once and do not ask it."""
+
+    max_lag_s: float
+    last_seen: Fingerprint | None = None  # the catalog's fingerprint at the previous check
+    behind_since: float | None = None  # clock time of the first check that found the served index behind
+
+    def sync_reason(self, catalog: Fingerprint, served: Fingerprint | None, now: float) -> str | None:
+        """Record one check; why to sync now, or None (in step, or still changing and not yet too stale)."""
+        quiet, self.last_seen = catalog == self.last_seen, catalog
+        if catalog == served:
+            self.behind_since = None
+            return None
+        if self.behind_since is None:
+            self.behind_since = now
+        lag = now - self.behind_since
+        if quiet:
+            return "catalog quiet"
+        if lag >= self.max_lag_s:
+            return f"lagging {lag:.0f} s"
+        return None
+
+    def behind_s(self, now: float) -> float | None:
+        """Seconds the served index has been behind the catalog, as checks found it; None when in step."""
+        return None if self.behind_since is None else now - self.behind_since
+
+
 @dataclass(frozen=True)
 class ReloadOutcome:
     reloaded: bool
@@ -93,8 +124,14 @@ def mismatch_message(settings: ServiceSettings, encoder_id: str, meta: store.Ind
 class Resources:
     """The app's shared state: one per app, kept in ``app.state.resources``."""
 
-    def __init__(self, settings: ServiceSettings, encoder_factory: EncoderFactory | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        encoder_factory: EncoderFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
+        self.clock = clock  # of the periodic check and the lag that readiness reports
         self._encoder_factory = encoder_factory or load_encoder_from_settings
         self.encoder: VideoTextEncoder | None = None
         self.metrics = Metrics()
@@ -109,6 +146,7 @@ class Resources:
         )
         self.index: PublishedIndex | None = None  # replaced whole, never mutated
         self.served_fingerprint: Fingerprint | None = None  # of the ids self.index holds
+        self.catalog_watch = CatalogWatch(settings.index_sync_max_lag_s)
         self.engine: Engine | None = None
         self.sessions: sessionmaker[Session] | None = None
         self.stage = "starting"  # what load() is doing, or why the service is not ready
@@ -235,27 +273,36 @@ class Resources:
             log.info("index synced from the catalog: published v%06d (%d vectors)", meta.version, meta.vector_count)
         return meta
 
-    def catalog_changed(self) -> bool:
-        """Whether the catalog's indexed clips differ from those of the served index (one aggregate query)."""
+    def check_catalog(self) -> str | None:
+        """One periodic check (one aggregate query; blocking): why to sync now, or None (``CatalogWatch``)."""
         with self.read_session() as session:
-            return indexed_clips_fingerprint(session) != self.served_fingerprint
+            catalog = indexed_clips_fingerprint(session)
+        return self.catalog_watch.sync_reason(catalog, self.served_fingerprint, self.clock())
 
     async def _follow_catalog(self) -> None:
-        """Every ``index_sync_s`` seconds (0: never), a background sync when the catalog changed."""
+        """Every ``index_sync_s`` seconds (0: never), ``follow_catalog_once``."""
         interval = self.settings.index_sync_s
         while interval > 0:
             await asyncio.sleep(interval)
-            if self._sync_job is not None and self._sync_job.finished_at is None:
-                continue  # the last one is still queued or running
-            try:
-                changed = await asyncio.to_thread(self.catalog_changed)
-            except (NotReady, SQLAlchemyError) as exc:
-                log.warning("index sync: cannot read the catalog: %s", exc)
-                continue
-            if changed:
-                version = self.index.meta.version if self.index is not None else None
-                log.info("index sync: the catalog's clips differ from the served index v%06d; syncing", version or 0)
-                self._sync_job = self.jobs.submit("sync", self.sync_job)
+            await self.follow_catalog_once()
+
+    async def follow_catalog_once(self) -> Job | None:
+        """Check the catalog and, when the settle rule says so, submit a background sync; that job."""
+        if self._sync_job is not None and self._sync_job.finished_at is None:
+            return None  # the last one is still queued or running
+        try:
+            reason = await asyncio.to_thread(self.check_catalog)
+        except (NotReady, SQLAlchemyError) as exc:
+            log.warning("index sync: cannot read the catalog: %s", exc)
+            return None
+        version = self.index.meta.version if self.index is not None else 0
+        if reason is None:
+            if self.catalog_watch.behind_since is not None:
+                log.debug("index sync: deferred, the catalog is still changing (served v%06d)", version)
+            return None
+        log.info("index sync: the catalog's clips differ from the served index v%06d (%s); syncing", version, reason)
+        self._sync_job = self.jobs.submit("sync", self.sync_job)
+        return self._sync_job
 
     async def sync_job(self) -> int | None:
         """A job's work: sync and swap; the served version."""
@@ -284,6 +331,7 @@ class Resources:
         self.catalog_checkpoints = await asyncio.to_thread(self._catalog_checkpoints)
         fingerprint = await asyncio.to_thread(lambda: ids_fingerprint(loaded.ids()))
         self.index, self.served_fingerprint = loaded, fingerprint  # the swap: reference assignments
+        self.catalog_watch.behind_since = None  # until a check finds the catalog moved on again
         self.stage = "ready"
         self._publish_metrics(loaded)
         self.metrics.index_reloads.labels("swapped").inc()
@@ -328,6 +376,7 @@ class Resources:
             "index_factory": index.meta.factory if index is not None else None,
             "vectors": int(index.index.ntotal) if index is not None else None,
             "catalog_other_checkpoints": others,
+            "index_behind_catalog_s": self.catalog_watch.behind_s(self.clock()),
         }
 
     def require_ready(self) -> PublishedIndex:

@@ -156,6 +156,11 @@ class Readiness(BaseModel):
     catalog_other_checkpoints: list[str] = Field(
         description="Checkpoints of indexed catalog videos that the served index was not built with."
     )
+    index_behind_catalog_s: float | None = Field(
+        description="Seconds since a periodic check first found the catalog's clips differ from the served "
+        "index's (searches miss the newest changes, as during a long ingest); null when in step at the last "
+        "check, before the first check, and when the periodic check is off (TVR_INDEX_SYNC_S=0)."
+    )
 
 
 class ReloadResponse(BaseModel):

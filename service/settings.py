@@ -56,7 +56,13 @@ class ServiceSettings(Settings):
     index_sync_s: float = Field(30.0, ge=0, le=86_400)
     """Seconds between checks that the served index still holds exactly the catalog's indexed clips (one
     aggregate query); when it does not, a background job syncs this replica's index from the catalog and
-    swaps it in. 0 turns the periodic check off (start-up and ``POST /admin/reload`` still sync)."""
+    swaps it in, once the catalog is quiet (unchanged since the previous check) or the index has been behind
+    for ``index_sync_max_lag_s``. 0 turns the periodic check off (start-up and ``POST /admin/reload`` still
+    sync, at once)."""
+    index_sync_max_lag_s: float = Field(600.0, ge=0, le=86_400)
+    """Longest the served index stays behind a catalog that keeps changing (a long ingest) before the
+    periodic check syncs it anyway; each sync rewrites the whole index, so not at every check. 0 syncs at
+    every check that finds a difference."""
     log_format: Literal["json", "text"] = "json"
 
     @property

@@ -1,9 +1,12 @@
 """Every API replica serves what any ingester made: thumbnails from the catalog, an index it derives from
-the catalog at start-up and keeps in step with it (real ingests, real servers, SQLite and PostgreSQL)."""
+the catalog at start-up and keeps in step with it (real ingests, real servers, SQLite and PostgreSQL), at
+once on start-up and reload, once the catalog settles on the periodic check (time from a fake clock)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import subprocess
 import time
 from pathlib import Path
@@ -95,7 +98,7 @@ def test_two_shard_ingesters_and_a_server_on_a_third_data_directory(
     assert "index synced from the catalog" in log.read_text()
 
 
-def test_an_ingest_into_the_catalog_after_start_up_is_served_by_the_next_check(
+def test_an_ingest_into_the_catalog_after_start_up_is_served_once_the_catalog_is_quiet(
     private_corpus,
     start_server,
     tmp_path: Path,
@@ -126,3 +129,146 @@ def test_an_ingest_into_the_catalog_after_start_up_is_served_by_the_next_check(
     for hit in new:
         response = httpx.get(f"{server.url}{hit['thumbnail_url']}")
         assert response.status_code == 200 and response.content == thumbnails[hit["clip_id"]]
+
+
+class FakeClock:
+    """The periodic check's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def video_paths(corpus) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(corpus.titles)
+
+
+def delete_video(settings, path: str) -> None:  # type: ignore[no-untyped-def]
+    """Another machine's change to the catalog: one video and its clips gone."""
+    from indexer.db import make_sessionmaker, open_catalog
+    from indexer.records import delete_videos
+
+    engine = open_catalog(settings, writer=True, auto_upgrade=False)
+    try:
+        delete_videos(make_sessionmaker(engine), [path])
+    finally:
+        engine.dispose()
+
+
+def catalog_fingerprint(resources):  # type: ignore[no-untyped-def]
+    from indexer.queries import indexed_clips_fingerprint
+
+    with resources.read_session() as session:
+        return indexed_clips_fingerprint(session)
+
+
+def run_loaded(settings, encoder, scenario) -> None:  # type: ignore[no-untyped-def]
+    """``await scenario(resources, clock)`` on a service's resources over the real catalog and index, loaded
+    as at start-up, without the periodic loop: the scenario runs the checks, at the fake clock's times."""
+    from service.resources import Resources
+
+    async def main() -> None:
+        clock = FakeClock()
+        resources = Resources(settings, lambda _: encoder, clock=clock)
+        await resources.queries.start()
+        try:
+            await resources.load()
+            assert resources.ready, resources.stage
+            await scenario(resources, clock)
+        finally:
+            await resources.close()
+
+    asyncio.run(main())
+
+
+async def change_then_check(resources, clock: FakeClock, now: float, path: str | None):  # type: ignore[no-untyped-def]
+    """At ``now``: delete ``path``'s video from the catalog (None: no change), then one periodic check."""
+    clock.now = now
+    if path is not None:
+        await asyncio.to_thread(delete_video, resources.settings, path)
+    return await resources.follow_catalog_once()
+
+
+async def assert_synced_by(resources, job, served: int) -> None:  # type: ignore[no-untyped-def]
+    """``job`` (a sync the check submitted) leaves a newer index holding exactly the catalog's clips."""
+    assert job is not None
+    await resources.jobs.wait_idle()
+    assert job.state == "succeeded" and resources.index.meta.version > served
+    assert resources.served_fingerprint == catalog_fingerprint(resources)
+    assert resources.index.index.ntotal == catalog_fingerprint(resources)[0]
+    assert resources.readiness()["index_behind_catalog_s"] is None
+
+
+def test_a_catalog_that_changes_at_every_check_is_synced_once_quiet_for_one_period(
+    private_corpus, tiny_encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    paths = video_paths(private_corpus)
+
+    async def scenario(resources, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        served = resources.index.meta.version
+        for now in (0.0, 30.0):  # a video gone before each check: still changing
+            assert await change_then_check(resources, clock, now, paths.pop()) is None
+            assert resources.index.meta.version == served
+        assert resources.readiness()["index_behind_catalog_s"] == 30.0  # behind since the check at 0
+        job = await change_then_check(resources, clock, 60.0, None)  # unchanged since the last check
+        await assert_synced_by(resources, job, served)
+        assert await change_then_check(resources, clock, 90.0, None) is None  # in step: nothing to do
+
+    with caplog.at_level(logging.DEBUG, logger="service.resources"):
+        run_loaded(private_corpus.settings(index_sync_s=0, index_sync_max_lag_s=600), tiny_encoder, scenario)
+    assert "deferred, the catalog is still changing" in caplog.text
+    assert "(catalog quiet); syncing" in caplog.text
+
+
+def test_a_catalog_that_keeps_changing_is_synced_once_the_index_lags_the_maximum(
+    private_corpus, tiny_encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(resources, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        paths, served = video_paths(private_corpus), resources.index.meta.version
+        deferred = [await change_then_check(resources, clock, now, paths.pop()) for now in (0.0, 60.0)]
+        assert deferred == [None, None]
+        job = await change_then_check(resources, clock, 120.0, paths.pop())  # still changing, 120 s behind
+        await assert_synced_by(resources, job, served)
+
+    with caplog.at_level(logging.INFO, logger="service.resources"):
+        run_loaded(private_corpus.settings(index_sync_s=0, index_sync_max_lag_s=100), tiny_encoder, scenario)
+    assert "(lagging 120 s); syncing" in caplog.text
+
+
+def test_start_up_syncs_a_changed_catalog_at_once(private_corpus, tiny_encoder) -> None:
+    from indexer import store
+
+    settings = private_corpus.settings(index_sync_s=0)
+    published = store.current_meta(settings.index_dir)
+    assert published is not None
+    delete_video(settings, video_paths(private_corpus)[0])  # before the service starts
+
+    async def scenario(resources, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+        assert resources.index.meta.version > published.version
+        assert resources.served_fingerprint == catalog_fingerprint(resources)
+        assert resources.index.index.ntotal < published.vector_count
+
+    run_loaded(settings, tiny_encoder, scenario)
+
+
+def test_readyz_shows_how_long_the_index_is_behind_and_reload_syncs_at_once(
+    private_corpus, start_server, tiny_encoder, api_key
+) -> None:
+    server = start_server(
+        private_corpus.settings(api_key=api_key, index_sync_s=0), encoder_factory=lambda _: tiny_encoder
+    )
+    resources = server.resources
+    resources.clock = clock = FakeClock()
+    before = httpx.get(f"{server.url}/readyz").json()
+    assert before["index_behind_catalog_s"] is None
+    clock.now = 1000.0
+    delete_video(resources.settings, video_paths(private_corpus)[0])
+    assert resources.check_catalog() is None  # the first check to see it: the catalog may still change
+    clock.now = 1042.0
+    assert httpx.get(f"{server.url}/readyz").json()["index_behind_catalog_s"] == 42.0
+    answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key})
+    assert answer.status_code == 200 and answer.json()["reloaded"] is True  # no settling for a reload
+    after = httpx.get(f"{server.url}/readyz").json()
+    assert after["index_behind_catalog_s"] is None and after["vectors"] < before["vectors"]
