@@ -18,13 +18,27 @@ from tvr_cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
+COMPOSE = DOCKER / "compose.yml"
+COMPOSE_RAY = DOCKER / "compose.ray.yml"  # given after COMPOSE: docker compose -f compose.yml -f compose.ray.yml
 DOCKERFILES = [DOCKER / "Dockerfile", DOCKER / "Dockerfile.cuda"]
 URL_PATH = re.compile(r"http://(?:127\.0\.0\.1|localhost):8000(/[\w/-]*)")
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load((DOCKER / "compose.yml").read_text())
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def ray_compose() -> dict:
+    return yaml.safe_load(COMPOSE_RAY.read_text())
+
+
+@pytest.fixture(scope="module")
+def merged(compose, ray_compose) -> dict:
+    """The two files as ``docker compose -f compose.yml -f compose.ray.yml`` sees them. The Ray file only adds
+    services (checked below), so Compose's merge is their union here."""
+    return {**compose, "services": {**compose["services"], **ray_compose["services"]}}
 
 
 def _served(path: str) -> bool:
@@ -49,8 +63,8 @@ def _tvr_commands(compose: dict) -> list[list[str]]:
     return [c for c in commands if c and c[0] == "tvr"]
 
 
-def test_every_command_is_a_real_tvr_command_with_real_options(compose):
-    commands = _tvr_commands(compose)
+def test_every_command_is_a_real_tvr_command_with_real_options(merged):
+    commands = _tvr_commands(merged)
     assert {tuple(c[:2]) for c in commands} >= {("tvr", "serve"), ("tvr", "ingest"), ("tvr", "db")}
     runner = CliRunner()
     for command in commands:
@@ -59,8 +73,8 @@ def test_every_command_is_a_real_tvr_command_with_real_options(compose):
         assert result.exit_code == 0, f"{shlex.join(command)}: {result.output}"
 
 
-def test_health_checks_point_at_real_routes(compose):
-    checks = [" ".join(svc["healthcheck"]["test"]) for svc in compose["services"].values() if "healthcheck" in svc]
+def test_health_checks_point_at_real_routes(merged):
+    checks = [" ".join(svc["healthcheck"]["test"]) for svc in merged["services"].values() if "healthcheck" in svc]
     checks += [f.read_text() for f in DOCKERFILES]
     paths = [m for text in checks for m in URL_PATH.findall(text)]
     assert "/readyz" in paths
@@ -106,21 +120,54 @@ def test_profiles_and_the_gpu_reservation(compose):
     assert "api" not in services or "profiles" not in services["api"], "the API starts by default"
 
 
-def test_every_variable_is_documented_and_secrets_are_required(compose):
-    text = (DOCKER / "compose.yml").read_text()
-    used = set(re.findall(r"\$\{(\w+)", text))
+def _required(path: Path) -> set[str]:
+    """The variables Compose refuses to run without when it interpolates ``path`` (``${VAR:?...}``)."""
+    return set(re.findall(r"\$\{(\w+):\?", path.read_text()))
+
+
+def test_every_variable_is_documented_and_secrets_are_required():
     documented = set(re.findall(r"^(\w+)=", (DOCKER / ".env.example").read_text(), re.MULTILINE))
-    assert used - documented == set(), f"not in docker/.env.example: {sorted(used - documented)}"
-    for secret in ("POSTGRES_PASSWORD", "TVR_API_KEY", "TVR_VIDEO_DIR", "RAY_AUTH_TOKEN"):
-        assert re.search(r"\$\{" + secret + r":\?", text), f"{secret} must be required with ${{{secret}:?...}}"
+    for path in (COMPOSE, COMPOSE_RAY):
+        used = set(re.findall(r"\$\{(\w+)", path.read_text()))
+        assert used - documented == set(), f"{path.name}, not in docker/.env.example: {sorted(used - documented)}"
+    secrets = {"POSTGRES_PASSWORD", "TVR_API_KEY", "TVR_VIDEO_DIR"}
+    assert _required(COMPOSE) == secrets, (
+        "compose.yml alone requires exactly the catalog's, the API's and the library's"
+    )
+    assert _required(COMPOSE_RAY) == secrets | {"RAY_AUTH_TOKEN"}, "the Ray file also requires the cluster's token"
 
 
-def test_tvr_variables_set_in_compose_are_settings_the_code_reads(compose):
+def test_the_main_compose_file_interpolates_with_no_ray_variable_set():
+    # Compose interpolates a whole file before applying profiles: a Ray variable in compose.yml, even in a
+    # profile's service, would be needed by every command, those of users who never run Ray included.
+    text = COMPOSE.read_text()
+    assert not re.search(r"\$\{?RAY_", text), "compose.yml must interpolate with no RAY_* variable set"
+    assert "RAY_AUTH_TOKEN" not in str(yaml.safe_load(text)), "the token belongs to compose.ray.yml"
+    assert RAY_TOKEN_REQUIRED.search(COMPOSE_RAY.read_text()), "compose.ray.yml requires RAY_AUTH_TOKEN"
+
+
+def test_the_ray_file_only_adds_services_and_repeats_the_main_files_settings(compose, ray_compose):
+    assert set(ray_compose["services"]).isdisjoint(compose["services"]), "the Ray file overrides no service"
+    assert set(ray_compose) - {"services"} == {
+        "x-tvr-environment",
+        "x-ray-auth",
+        "x-ray-node-environment",
+        "x-tvr-image",
+    }
+    # YAML anchors do not cross files: what the Ray file repeats must stay what compose.yml says.
+    assert ray_compose["x-tvr-image"] == compose["x-tvr-image"]
+    indexer = {k: v for k, v in compose["services"]["indexer"]["environment"].items() if k != "TVR_DEVICE"}
+    assert ray_compose["x-tvr-environment"] == indexer == compose["x-tvr-environment"]
+    for name, svc in ray_compose["services"].items():
+        assert svc.get("profiles"), f"{name}: a plain `up -d` with the Ray file must not start it"
+
+
+def test_tvr_variables_set_in_compose_are_settings_the_code_reads(merged):
     from indexer.settings import Settings
     from service.settings import ServiceSettings
 
     known = {f"TVR_{name.upper()}" for name in {*Settings.model_fields, *ServiceSettings.model_fields}}
-    for name, svc in compose["services"].items():
+    for name, svc in merged["services"].items():
         for variable in svc.get("environment", {}):
             if variable.startswith("TVR_"):
                 assert variable in known, f"{name} sets {variable}, which no settings object reads"
@@ -145,7 +192,7 @@ def test_dependencies_install_before_the_code_is_copied_and_run_as_non_root(dock
     assert re.search(r"^USER (?!root)\w+", text, re.MULTILINE), "the image must not run as root"
 
 
-# Ingestion on Ray (compose profiles ray and ray-gpu, docker/kuberay/rayjob.yaml).
+# Ingestion on Ray (docker/compose.ray.yml's profiles ray and ray-gpu, docker/kuberay/rayjob.yaml).
 
 RAYJOB = DOCKER / "kuberay" / "rayjob.yaml"
 RAY_NODES = ("ray-head", "ray-worker", "ray-worker-gpu")
@@ -206,16 +253,25 @@ def _active(compose: dict, profiles: set[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("profiles", [(), ("ingest",), ("gpu",), ("ray",), ("ray-gpu",), ("ray", "ray-gpu")])
-def test_every_profile_has_the_services_its_services_depend_on(compose, profiles):
-    # Compose refuses a depends_on pointing at a service no active profile enables.
-    active = _active(compose, set(profiles))
+@pytest.mark.parametrize("with_ray_file", [False, True], ids=["compose.yml", "with-compose.ray.yml"])
+def test_every_profile_has_the_services_its_services_depend_on(compose, merged, profiles, with_ray_file):
+    # Compose refuses a depends_on pointing at a service no active profile enables (or no file defines).
+    files = merged if with_ray_file else compose
+    active = _active(files, set(profiles))
     for name in active:
-        missing = set(compose["services"][name].get("depends_on", {})) - active
+        missing = set(files["services"][name].get("depends_on", {})) - active
         assert not missing, f"with profiles {profiles}, {name} depends on {sorted(missing)}, which are off"
+    if with_ray_file and profiles:
+        ray = {
+            "ray": {"ray-head", "ray-worker", "indexer-ray"},
+            "ray-gpu": {"ray-head", "ray-worker-gpu", "indexer-ray"},
+        }
+        assert active >= set().union(*(ray.get(p, set()) for p in profiles)), profiles
+    assert {"db", "migrate", "api"} <= active
 
 
-def test_ray_workers_join_the_head_and_the_job_is_submitted_to_its_job_server(compose):
-    services = compose["services"]
+def test_ray_workers_join_the_head_and_the_job_is_submitted_to_its_job_server(merged):
+    services = merged["services"]
     head = services["ray-head"]["command"]
     assert head[:2] == ["ray", "start"], head
     options = _options(head)
@@ -241,12 +297,12 @@ def test_ray_workers_join_the_head_and_the_job_is_submitted_to_its_job_server(co
     assert published == [f"127.0.0.1:8265:{dashboard}"], "the job server runs any command: publish it on loopback"
 
 
-def test_ray_commands_are_real_ray_commands_with_real_options(compose):
+def test_ray_commands_are_real_ray_commands_with_real_options(merged):
     pytest.importorskip("ray", reason="the ray extra is not installed")
     import click
     from ray.scripts.scripts import cli
 
-    commands = [svc["command"] for svc in compose["services"].values() if svc.get("command", [""])[0] == "ray"]
+    commands = [svc["command"] for svc in merged["services"].values() if svc.get("command", [""])[0] == "ray"]
     assert len(commands) == 4, commands
     head_params = _rayjob()["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]
     commands.append(["ray", "start", "--head", *(f"--{k}={v}" for k, v in head_params.items())])
@@ -268,8 +324,8 @@ def test_ray_commands_are_real_ray_commands_with_real_options(compose):
     assert '"/api/gcs_healthz"' in public.group(1), "the head's health check needs the token: send it"
 
 
-def test_ray_nodes_mount_the_library_read_only_where_the_api_does_with_the_indexers_settings(compose):
-    services = compose["services"]
+def test_ray_nodes_mount_the_library_read_only_where_the_api_does_with_the_indexers_settings(merged):
+    services = merged["services"]
     api_library = [v for v in services["api"]["volumes"] if ":/videos" in v]
     for name in RAY_NODES:
         library = [v for v in services[name]["volumes"] if ":/videos" in v]
@@ -281,10 +337,13 @@ def test_ray_nodes_mount_the_library_read_only_where_the_api_does_with_the_index
         assert tvr == indexer, f"{name} must read the catalog and checkpoint as the indexer"
     # The driver runs on the head: a TVR_DEVICE there would be every encoder's, cpu even beside GPU workers.
     assert "TVR_DEVICE" not in services["ray-head"]["environment"]
+    # The head's data volume is the one compose.yml declares (the Ray file declares none of its own).
+    data = [v.split(":")[0] for v in services["ray-head"]["volumes"] if v.endswith(":/data")]
+    assert data and data[0] in merged["volumes"], f"ray-head: {data} is not a volume of compose.yml"
 
 
-def test_ray_services_start_after_the_database_the_migrations_and_a_healthy_head(compose):
-    services = compose["services"]
+def test_ray_services_start_after_the_database_the_migrations_and_a_healthy_head(merged):
+    services = merged["services"]
     for name in RAY_NODES:
         depends = services[name]["depends_on"]
         assert depends["db"]["condition"] == "service_healthy", name
@@ -294,8 +353,8 @@ def test_ray_services_start_after_the_database_the_migrations_and_a_healthy_head
     assert services["indexer-ray"]["restart"] == "no"
 
 
-def test_ray_profiles_and_the_gpu_workers_reservation(compose):
-    services = compose["services"]
+def test_ray_profiles_and_the_gpu_workers_reservation(merged):
+    services = merged["services"]
     assert services["ray-worker"]["profiles"] == ["ray"]
     gpu = services["ray-worker-gpu"]
     assert gpu["profiles"] == ["ray-gpu"] and gpu["build"]["dockerfile"] == "docker/Dockerfile.cuda"
@@ -365,10 +424,11 @@ RAY_TOKEN_REQUIRED = re.compile(r"\$\{RAY_AUTH_TOKEN:\?[^}]+\}")
 SECRET_CREATED = re.compile(r"kubectl create secret generic ([\w-]+)((?:\s+--from-literal=[\w-]+=\S+)+)")
 
 
-def test_every_ray_service_of_compose_authenticates_with_the_required_token(compose):
-    services = compose["services"]
+def test_every_ray_service_of_compose_authenticates_with_the_required_token(compose, ray_compose, merged):
+    services = merged["services"]
     ray_services = {name for name, svc in services.items() if svc.get("command", [""])[0] == "ray"}
     assert ray_services == {*RAY_NODES, "indexer-ray"}, "a Ray node or client this test does not know of"
+    assert ray_services == set(ray_compose["services"]), "every Ray service, and only they, in compose.ray.yml"
     for name in ray_services:
         env = services[name].get("environment", {})
         assert env.get("RAY_AUTH_MODE") == "token", f"{name}: Ray runs without authentication"
@@ -389,7 +449,7 @@ def test_env_example_documents_the_ray_token_without_a_default():
             break
         comment.insert(0, line)
     text = " ".join(comment)
-    for needed in ("Required", "openssl rand", "RAY_AUTH_MODE=token", "ray job"):
+    for needed in ("Required", "compose.ray.yml", "openssl rand", "RAY_AUTH_MODE=token", "ray job"):
         assert needed in text, f"docker/.env.example: say {needed!r} about RAY_AUTH_TOKEN"
 
 
