@@ -58,6 +58,8 @@ class DecodeSpec:
     threads: int = 0  # decoding threads per file (0: FFmpeg's choice)
     steps: DecodeSteps = DecodeSteps()  # the PyAV reader's savings (all; benchmarks switch them off)
     scale_in_decoder: bool = True  # scale in libswscale (else convert whole frames, resize with torch)
+    segment_clips: int = 48  # a file with more clips is split into segments of this many, decoded in
+    # parallel by as many workers (0: never split); each segment costs a seek and up to a GOP decoded twice
 
 
 @dataclass
@@ -86,7 +88,18 @@ class Probed:
     codec: str = ""
     decoder: str = ""  # what decoded it: "pyav", "decord", "nvdec"
     windows: list[tuple[float, float]] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # clip ranges left to other tasks
     timings: dict[str, float] = field(default_factory=dict)
+
+
+Segment = tuple[int, int]  # clip positions [first, stop) of a file, decoded by one task
+
+
+def split(count: int, size: int) -> list[Segment]:
+    """``count`` clips in segments of ``size`` (one segment when ``size`` is 0 or covers them all)."""
+    if size <= 0 or count <= size:
+        return [(0, count)]
+    return [(first, min(first + size, count)) for first in range(0, count, size)]
 
 
 @dataclass
@@ -121,9 +134,16 @@ def _exit_with_parent(sentinel: int) -> None:
     os._exit(0)
 
 
-def decode_video(path: str, known_hash: str | None, spec: DecodeSpec) -> Iterator[Probed | DecodedChunk | DecodeFailed]:
+def decode_video(
+    path: str, known_hash: str | None, spec: DecodeSpec, segment: Segment | None = None
+) -> Iterator[Probed | DecodedChunk | DecodeFailed]:
     """Hash ``path`` (stop there when the hash is ``known_hash``), probe it, cut it into clips and decode
-    them chunk by chunk. Failures come back as events, never as exceptions."""
+    them chunk by chunk; a long file's later segments are left to other tasks (``Probed.segments``).
+    With ``segment``, decode only those clips of a file probed before (no hash, no ``Probed``). Failures
+    come back as events, never as exceptions."""
+    if segment is not None:
+        yield from _decode_segment(path, spec, segment)
+        return
     started = time.perf_counter()
     try:
         stat = os.stat(path)
@@ -150,22 +170,44 @@ def decode_video(path: str, known_hash: str | None, spec: DecodeSpec) -> Iterato
         probed.duration, probed.fps, probed.codec = info.duration, info.fps, info.codec
         probed.width, probed.height, probed.decoder = info.width, info.height, reader.backend
         probed.windows = clip_windows(info.duration, spec.policy)
+        first, *others = split(len(probed.windows), spec.segment_clips)
+        probed.segments = others
         probed.timings["open"] = reader.timings.get("open", 0.0)
         yield probed
-        positions = list(enumerate(probed.windows))
-        before = dict(reader.timings)
-        for begin in range(0, len(positions), spec.chunk_clips):
-            try:
-                chunk = _decode(reader, positions[begin : begin + spec.chunk_clips], spec)
-            except Exception as exc:
-                yield DecodeFailed(describe_error(exc))
-                return
-            now = reader.timings
-            for key in ("demux", "decode"):
-                chunk.timings[key] = now.get(key, 0.0) - before.get(key, 0.0)
-            chunk.timings["decode"] -= chunk.timings["convert"] + chunk.timings["thumbnails"]
-            before = dict(now)
-            yield chunk
+        yield from _decode_chunks(reader, probed.windows, first, spec)
+
+
+def _decode_segment(path: str, spec: DecodeSpec, segment: Segment) -> Iterator[DecodedChunk | DecodeFailed]:
+    from model.video import VideoReader
+
+    try:
+        reader = VideoReader(path, backend=spec.backend, threads=spec.threads, steps=spec.steps)
+    except Exception as exc:  # readable a moment ago: changed or gone since
+        yield DecodeFailed(describe_error(exc))
+        return
+    with reader:
+        windows = clip_windows(reader.info.duration, spec.policy)
+        yield from _decode_chunks(reader, windows, segment, spec)
+
+
+def _decode_chunks(
+    reader: VideoReader, windows: list[tuple[float, float]], segment: Segment, spec: DecodeSpec
+) -> Iterator[DecodedChunk | DecodeFailed]:
+    """The clips of ``segment``, ``spec.chunk_clips`` at a time, with the reader's time per step."""
+    positions = list(enumerate(windows))[segment[0] : segment[1]]
+    before = dict(reader.timings)
+    for begin in range(0, len(positions), spec.chunk_clips):
+        try:
+            chunk = _decode(reader, positions[begin : begin + spec.chunk_clips], spec)
+        except Exception as exc:
+            yield DecodeFailed(describe_error(exc))
+            return
+        now = reader.timings
+        for key in ("demux", "decode"):
+            chunk.timings[key] = now.get(key, 0.0) - before.get(key, 0.0)
+        chunk.timings["decode"] -= chunk.timings["convert"] + chunk.timings["thumbnails"]
+        before = dict(now)
+        yield chunk
 
 
 def _decode(reader: VideoReader, windows: list[tuple[int, tuple[float, float]]], spec: DecodeSpec) -> DecodedChunk:

@@ -12,10 +12,12 @@ room for more clips, so memory stays bounded however long the videos.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -27,7 +29,7 @@ from . import nvdec, planning, records
 from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
-from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, decode_video
+from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, Segment, decode_video
 from .encode import encode_clips, share_cores
 from .ray_runner import RayOptions
 from .runs import RunCounts, finish_run, start_run
@@ -35,7 +37,7 @@ from .settings import Settings
 from .sources import Discovery, Source
 from .store import IndexMeta
 from .sync import sync_index
-from .workers import Message, Task, WorkerPool, decode_threads, default_workers
+from .workers import Message, Task, WorkerPool, decode_threads, default_workers, start_worker_context
 
 if TYPE_CHECKING:
     from model.protocols import VideoTextEncoder
@@ -51,7 +53,8 @@ class IngestOptions:
     decode_steps: DecodeSteps = field(default_factory=DecodeSteps)  # PyAV's savings (benchmarks switch them off)
     scale_in_decoder: bool = True  # scale frames in libswscale (else whole RGB frames resized by torch)
     policy: ClipPolicy = field(default_factory=ClipPolicy)
-    chunk_clips: int = 16  # clips per decoding task
+    chunk_clips: int = 16  # clips per message from a decoding worker
+    segment_clips: int = 48  # longer files are split into segments of this many clips, decoded in parallel
     thumbnail_width: int = 160
     factory: str | None = None  # FAISS index_factory string; None chooses by collection size
     publish: bool = True  # publish the index at the end (sharded ingesters leave it to `tvr index rebuild`)
@@ -89,8 +92,8 @@ class _Job:
     probed: Probed | None = None
     embeddings: np.ndarray | None = None
     thumbnails: list[bytes] = field(default_factory=list)
-    encoded: np.ndarray | None = None  # bool per clip: a clip encoded twice (a retried task) counts once
-    attempt: int = 0  # bumped when a crashed worker's clips are voided
+    encoded: np.ndarray | None = None  # bool per clip: a clip decoded twice (a retried task) counts once
+    attempt: int = 0  # bumped when another decoder takes the file over: clips of earlier attempts are void
     done: bool = False
 
 
@@ -108,6 +111,8 @@ def ingest(
     with the run. Files that cannot be read are recorded as failed; they never stop the run.
     """
     options = options or IngestOptions()
+    if options.workers > 0 and options.ray is None:
+        start_worker_context()  # the decoders' imports overlap the encoder's loading
     if encoder is None:
         from model import load_encoder
 
@@ -129,6 +134,7 @@ class _Ingestion:
         self.writes = make_sessionmaker(writer)
         self.reads = make_sessionmaker(reader)
         self.checkpoint_id = encoder.checkpoint_id
+        self.decoder = nvdec.choose_decoder(options.decoder, encoder.device, injected=options.gpu_decode is not None)
         self.spec = DecodeSpec(
             num_frames=encoder.num_frames,
             preprocess=encoder.preprocess,
@@ -139,10 +145,11 @@ class _Ingestion:
             threads=decode_threads(options.workers),
             steps=options.decode_steps,
             scale_in_decoder=options.scale_in_decoder,
+            segment_clips=0 if self.decoder == "nvdec" else options.segment_clips,  # NVDEC decodes files whole
         )
         self.max_buffer = 2 * options.batch_size + options.chunk_clips
-        self.decoder = nvdec.choose_decoder(options.decoder, encoder.device, injected=options.gpu_decode is not None)
-        self.waiting: deque[_Job] = deque()  # videos not started
+        self.waiting: deque[_Job] = deque()  # videos not started, largest first
+        self.segments: deque[tuple[_Job, Segment]] = deque()  # later clips of long videos, before new videos
         self.buffer: list[tuple[_Job, int, DecodedClip]] = []  # (job, its attempt, clip)
         self.timers = dict.fromkeys(TIMING_KEYS, 0.0) | {"wait_decode": 0.0, "encode": 0.0, "commit": 0.0}
         self.bar: tqdm[Any] | None = None
@@ -168,7 +175,9 @@ class _Ingestion:
         plan = planning.plan(self.reads, sources, self.checkpoint_id)
         records.update_descriptions(self.writes, plan.descriptions)
         summary.skipped = plan.unchanged
-        self.waiting.extend(_Job(source, known_hash) for source, known_hash in plan.todo)
+        # largest first: a long file started last would decode alone at the end of the run
+        todo = sorted(plan.todo, key=lambda item: _size(item[0].path), reverse=True)
+        self.waiting.extend(_Job(source, known_hash) for source, known_hash in todo)
         log.info(
             "ingest run %d: %d videos (%d unchanged, %d to do), %d other files ignored, checkpoint %s",
             summary.run_id,
@@ -216,7 +225,7 @@ class _Ingestion:
         batch_size = self.options.batch_size
 
         def cpu_pool() -> WorkerPool[_Job]:
-            return WorkerPool(self.options.workers, self.spec, has_work=lambda: bool(self.waiting), decode=decode_video)
+            return WorkerPool(self.options.workers, self.spec, has_work=self.has_work, decode=decode_video)
 
         pool: WorkerPool[_Job] | nvdec.GpuPool[_Job]
         if self.decoder == "nvdec":  # files it gives up on go to a CPU pool, made when one does
@@ -234,7 +243,7 @@ class _Ingestion:
                     if self.buffer:
                         self._encode(len(self.buffer))
                         continue
-                    if pool.has_retries or self.waiting:
+                    if pool.has_retries or self.has_work():
                         continue
                     break
                 waited = time.perf_counter()
@@ -248,17 +257,26 @@ class _Ingestion:
             pool.close()
 
     def _next_task(self) -> Task[_Job] | None:
-        if len(self.buffer) >= self.max_buffer or not self.waiting:
+        if len(self.buffer) >= self.max_buffer:
             return None
-        job = self.take_job()
-        assert job is not None
-        return Task(str(job.source.path), job.known_hash, job)
+        taken = self.take_task()
+        if taken is None:
+            return None
+        job, segment = taken
+        return Task(str(job.source.path), job.known_hash, job, segment)
 
     # --- what every executor calls (the local loop above, ray_runner) ---------------------------------------
 
-    def take_job(self) -> _Job | None:
-        """The next video to decode, or None when none is left."""
-        return self.waiting.popleft() if self.waiting else None
+    def has_work(self) -> bool:
+        return bool(self.segments or self.waiting)
+
+    def take_task(self) -> tuple[_Job, Segment | None] | None:
+        """What to decode next: a started video's segment, else a new video (None: nothing is left)."""
+        while self.segments:
+            job, segment = self.segments.popleft()
+            if not job.done:
+                return job, segment
+        return (self.waiting.popleft(), None) if self.waiting else None
 
     def add_timings(self, timings: dict[str, float]) -> None:
         for key, seconds in timings.items():
@@ -266,9 +284,11 @@ class _Ingestion:
 
     def _handle(self, message: Message[_Job]) -> None:
         job = message.owner
-        if message.kind == "restart":  # its worker died: the file is decoded again, its clips so far are void
+        if message.kind == "retry":  # its worker died: the task runs again; the clips that came stay valid
+            log.debug("%s: decoding again on a fresh worker", job.source.path)
+        elif message.kind == "restart":  # the CPU takes over from NVDEC: its clips, a little different, replace
             job.attempt += 1
-            job.probed = None
+            job.probed = job.embeddings = job.encoded = None
         elif message.kind == "failed":
             self.fail(job, message.error or "unknown error")
         elif message.kind == "event":
@@ -297,6 +317,7 @@ class _Ingestion:
         job.embeddings = np.zeros((count, self.encoder.embed_dim), np.float32)
         job.thumbnails = [b""] * count
         job.encoded = np.zeros(count, bool)
+        self.segments.extend((job, segment) for segment in probed.segments)
 
     # --- encoding and committing ------------------------------------------------------------------------------
 
@@ -376,3 +397,10 @@ class _Ingestion:
             self.bar.set_postfix(
                 clips=self.summary.clips, hours=f"{hours:.2f}", failed=len(self.summary.failed), refresh=False
             )
+
+
+def _size(path: str | Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # gone or unreadable: the decoder says so in its turn
+        return 0

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, decode_video, describe_error
+from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, Segment, decode_video, describe_error
 from .errors import IndexerError
 
 if TYPE_CHECKING:
@@ -80,9 +80,12 @@ def import_ray() -> Any:
 # --- what runs on the cluster ---------------------------------------------------------------------------------
 
 
-def decode_on_node(path: str, known_hash: str | None, spec: DecodeSpec, kill_hook: str | None) -> Any:
-    """The decoding task: ``decode_video``'s events, each chunk preceded by its notice."""
-    for event in decode_video(path, known_hash, spec):
+def decode_on_node(
+    path: str, known_hash: str | None, spec: DecodeSpec, segment: Segment | None, kill_hook: str | None
+) -> Any:
+    """The decoding task: ``decode_video``'s events (a file, or a segment of a long one), each chunk
+    preceded by its notice."""
+    for event in decode_video(path, known_hash, spec, segment):
         if isinstance(event, DecodedChunk):
             yield ChunkNotice(len(event.clips), event.timings)
             yield event
@@ -140,6 +143,7 @@ class _Stream:
     """A decoding task's events as the driver reads them."""
 
     job: _Job
+    segment: Segment | None  # None: the task that probes the file (and leaves later segments to others)
     chunk_next: bool = False  # a notice was read: the next object is its chunk
 
 
@@ -217,11 +221,12 @@ def _drive(ray: Any, ingestion: _Ingestion, cluster: _Cluster) -> None:
 
     while True:
         while len(flow.streams) < cluster.decoders and len(flow.chunks) < max_chunks:
-            job = ingestion.take_job()
-            if job is None:
+            taken = ingestion.take_task()
+            if taken is None:
                 break
-            stream = decode_task.remote(str(job.source.path), job.known_hash, spec, kill_hook)
-            flow.streams[stream] = _Stream(job)
+            job, segment = taken
+            stream = decode_task.remote(str(job.source.path), job.known_hash, spec, segment, kill_hook)
+            flow.streams[stream] = _Stream(job, segment)
         while flow.chunks and min(load) < CHUNKS_PER_ACTOR:
             job, chunk = flow.chunks.popleft()
             if job.done:
@@ -251,7 +256,7 @@ def _read(ray: Any, ingestion: _Ingestion, flow: _Flow, generator: Any) -> None:
         ref = next(generator)
     except StopIteration:
         del flow.streams[generator]
-        if job.probed is None:
+        if stream.segment is None and job.probed is None:
             ingestion.fail(job, "the decoding task ended without a result")
         return
     if stream.chunk_next:  # the chunk itself: an actor reads it where it is

@@ -25,7 +25,7 @@ from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from typing import Any, Generic, Literal, TypeVar
 
-from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, decode_video, describe_error, init_worker
+from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, Segment, decode_video, describe_error, init_worker
 from .errors import IndexerError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 Owner = TypeVar("Owner")
 CRASH_MESSAGE = "the decoder crashed (its worker process died) while reading this file"
 Event = Probed | DecodedChunk | DecodeFailed
-DecodeFn = Callable[[str, str | None, DecodeSpec], Iterator[Event]]  # decode.decode_video's signature
+DecodeFn = Callable[[str, str | None, DecodeSpec, Segment | None], Iterator[Event]]  # decode.decode_video's
 
 # Imported once by the fork server, so that each decoding worker starts in a moment (missing ones are skipped).
 # A worker re-runs the main script's imports (the ``tvr`` command: tvr_cli and what it registers), so those
@@ -66,8 +66,19 @@ def default_workers() -> int:
 
 
 def decode_threads(workers: int) -> int:
-    """Decoding threads per worker: the cores shared out, so that one long file still uses them all."""
+    """Decoding threads per worker: the cores shared out. Long files are split into segments that several
+    workers decode at once (``DecodeSpec.segment_clips``), so a worker seldom decodes alone for long."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def start_worker_context() -> None:
+    """Start the fork server now (it imports the decoding modules, a few seconds) so that it is ready when
+    the first worker is needed: called before the encoder loads, the two overlap."""
+    context = worker_context()
+    if isinstance(context, ForkServerContext):
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 @dataclass
@@ -77,6 +88,7 @@ class Task(Generic[Owner]):
     path: str
     known_hash: str | None
     owner: Owner
+    segment: Segment | None = None  # clips of a long file left by the task that probed it
     crashes: int = 0  # times a worker died while decoding it
 
 
@@ -84,12 +96,13 @@ class Task(Generic[Owner]):
 class Message(Generic[Owner]):
     """What the pool tells the caller about a task.
 
-    ``event``: a decoding event; ``restart``: a worker died, the task runs again from the start (void its
-    clips so far); ``failed``: it cannot be decoded (``error`` says why); ``done``: no more events.
+    ``event``: a decoding event; ``retry``: a worker died, the task runs again from the start (its clips
+    come again, the same); ``restart``: another decoder takes the file over (void its clips so far);
+    ``failed``: it cannot be decoded (``error`` says why); ``done``: no more events.
     """
 
     owner: Owner
-    kind: Literal["event", "restart", "failed", "done"]
+    kind: Literal["event", "retry", "restart", "failed", "done"]
     event: Event | None = None
     error: str | None = None
 
@@ -104,9 +117,9 @@ def _serve(connection: Connection, spec: DecodeSpec, decode: DecodeFn) -> None:
             return
         if request is None:
             return
-        ticket, path, known_hash = request
+        ticket, path, known_hash, segment = request
         try:
-            for event in decode(path, known_hash, spec):
+            for event in decode(path, known_hash, spec, segment):
                 connection.send((ticket, event))
         except Exception as exc:  # a bug, not a bad file: report it as this file's failure
             connection.send((ticket, DecodeFailed(describe_error(exc))))
@@ -174,7 +187,7 @@ class WorkerPool(Generic[Owner]):
                 task = self._retries.popleft() if self._retries else next_task()
                 if task is None:
                     return
-                self._inline.running.append((task, self.decode(task.path, task.known_hash, self.spec)))
+                self._inline.running.append((task, self.decode(task.path, task.known_hash, self.spec, task.segment)))
             return
         for index, worker in enumerate(self._workers):
             if worker.task is not None:
@@ -188,7 +201,7 @@ class WorkerPool(Generic[Owner]):
             self._tickets += 1
             worker.task, worker.ticket = task, self._tickets
             with contextlib.suppress(BrokenPipeError, OSError):  # a dead worker is found by poll()
-                worker.connection.send((worker.ticket, task.path, task.known_hash))
+                worker.connection.send((worker.ticket, task.path, task.known_hash, task.segment))
 
     # --- receiving ------------------------------------------------------------------------------------------
 
@@ -238,7 +251,7 @@ class WorkerPool(Generic[Owner]):
             self._doomed.append(task)
             return []
         self._retries.append(task)
-        return [Message(task.owner, "restart")]
+        return [Message(task.owner, "retry")]
 
     def _give_up_on_doomed(self) -> list[Message[Owner]]:
         if not self._doomed:

@@ -286,18 +286,31 @@ def run_ingest(settings, paths, encoder=None, manifest=None, **options):  # type
     return ingest(settings, discover(paths, manifest), IngestOptions(**options), encoder=encoder)
 
 
-def crashing_decode(path: str, known_hash, spec):  # type: ignore[no-untyped-def]
+def crashing_decode(path: str, known_hash, spec, segment=None):  # type: ignore[no-untyped-def]
     """``decode_video`` that kills its worker process on files named ``crash*`` after their first chunk: a
     decoder segfault part-way through a file."""
     from indexer.decode import decode_video
 
-    for event in decode_video(path, known_hash, spec):
+    for event in decode_video(path, known_hash, spec, segment):
         yield event
         if Path(path).name.startswith("crash") and type(event).__name__ == "DecodedChunk":
             os._exit(3)
 
 
-def always_crashing_decode(path: str, known_hash, spec):  # type: ignore[no-untyped-def]
+def crashing_once_in_a_segment_decode(path: str, known_hash, spec, segment=None):  # type: ignore[no-untyped-def]
+    """``decode_video`` whose worker dies once, after the first chunk of a file's second segment (a
+    ``.crashed`` file beside the video remembers it)."""
+    from indexer.decode import decode_video
+
+    marker = Path(path + ".crashed")
+    for event in decode_video(path, known_hash, spec, segment):
+        yield event
+        if segment is not None and segment[0] > 0 and not marker.exists():
+            marker.touch()
+            os._exit(3)
+
+
+def always_crashing_decode(path: str, known_hash, spec, segment=None):  # type: ignore[no-untyped-def]
     """A worker that cannot do anything (as when its interpreter cannot start)."""
     os._exit(3)
     yield  # a generator, as decode_video is

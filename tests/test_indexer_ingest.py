@@ -320,6 +320,44 @@ def test_worker_processes_decode_long_videos_in_chunks(tmp_path, tiny_checkpoint
     assert verify_index(catalog(settings), settings.index_dir).ok
 
 
+@pytest.mark.parametrize("crash", [False, True], ids=["", "a worker dies mid-segment"])
+def test_a_long_file_is_split_into_segments_that_workers_decode_at_once(
+    tmp_path,
+    monkeypatch,
+    tiny_checkpoint,  # noqa: F811
+    tiny_encoder,  # noqa: F811
+    crash,
+) -> None:
+    import indexer.pipeline
+
+    folder = tmp_path / "videos"
+    write_video(folder / "long.mp4", colored(LONG_SECONDS * 2, 32, 7), fps=2)
+    write_small_corpus(folder, 2)
+    if crash:
+        from indexer_fixtures import crashing_once_in_a_segment_decode
+
+        monkeypatch.setattr(indexer.pipeline, "decode_video", crashing_once_in_a_segment_decode)
+    settings = make_settings(tmp_path, tiny_checkpoint)
+    # 23 clips in segments of 5: five tasks for two workers, each seeking to its own first clip
+    summary = run_ingest(settings, [folder], tiny_encoder, workers=2, batch_size=4, chunk_clips=2, segment_clips=5)
+    assert (summary.indexed, summary.failed, summary.clips) == (3, [], 2 + LONG_CLIPS)
+    assert (folder / "long.mp4.crashed").exists() == crash
+    split = clips_of(settings, videos_by_name(settings, folder)["long.mp4"].id)
+    assert [c.position for c in split] == list(range(LONG_CLIPS))  # each clip once, none missing
+
+    whole = make_settings(tmp_path / "whole", tiny_checkpoint)
+    run_ingest(whole, [folder / "long.mp4"], tiny_encoder, workers=0, segment_clips=0)
+    unsplit = clips_of(whole, videos_by_name(whole, folder)["long.mp4"].id)
+    assert [(c.start, c.end) for c in split] == [(c.start, c.end) for c in unsplit]
+    np.testing.assert_allclose(
+        np.stack([c.vector() for c in split]), np.stack([c.vector() for c in unsplit]), atol=1e-5
+    )  # a segment's frames, reached by seeking, are the frames of a pass over the whole file
+    assert list(thumbnails_of(settings, [c.id for c in split]).values()) == list(
+        thumbnails_of(whole, [c.id for c in unsplit]).values()
+    )
+    assert verify_index(catalog(settings), settings.index_dir).ok
+
+
 def test_data_dir_copy_is_self_contained(tmp_path, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
     """The catalog holds the embeddings: a copy of the data directory without its index rebuilds it."""
     folder = tmp_path / "videos"
