@@ -7,7 +7,10 @@ The cluster tests share one ``ray start --head`` instance with 2 CPUs.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -58,33 +61,65 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[dict[str, str]]:
-    """A head node with 2 CPUs and token authentication, as `ray start --head` makes one; yields what a
-    driver's environment needs to join it."""
+    """A head node with 2 CPUs, token authentication and a job server, as `ray start --head` makes one;
+    yields what a driver's (or a `ray job` command's) environment needs to reach it."""
     temp = tempfile.mkdtemp(prefix="tvr-ray-", dir="/tmp")  # Ray's socket paths must stay short
-    port = _free_port()
+    port, dashboard = _free_port(), _free_port()
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **auth}
     started = subprocess.run(
         ["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp}",
-         "--include-dashboard=false", "--disable-usage-stats"],
-        env=env, capture_output=True, text=True, timeout=120,
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         "--disable-usage-stats"],
+        env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert started.returncode == 0, started.stdout + started.stderr
+    joined = {"TVR_RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard}", **auth}
     try:
-        yield {"TVR_RAY_ADDRESS": f"127.0.0.1:{port}", **auth}
+        _wait_for_the_job_server(env | joined)
+        yield joined
     finally:
-        _stop_cluster(temp)
+        _stop_cluster(temp, f"--address={_node_ip()}:{port}".encode())
 
 
-def _stop_cluster(temp: str) -> None:
-    """Kill this cluster's processes (`ray stop` would stop every cluster on the machine); its raylet
-    takes its workers with it."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _node_ip() -> str:
+    import ray._private.services
+
+    return str(ray._private.services.get_node_ip_address())
+
+
+def _wait_for_the_job_server(env: dict[str, str]) -> None:
+    """The head answers before its job agent takes submissions: submit a no-op until one is accepted."""
+    deadline = time.monotonic() + 180
+    while True:
+        probe = subprocess.run(
+            ["ray", "job", "submit", "--no-wait", "--", "true"], env=env, capture_output=True, text=True, timeout=60
+        )
+        if probe.returncode == 0:
+            return
+        assert time.monotonic() < deadline, probe.stdout + probe.stderr
+        time.sleep(1)
+
+
+def _stop_cluster(temp: str, address: bytes) -> None:
+    """Kill this cluster's processes and their descendants (`ray stop` would stop every cluster on the
+    machine; Ray's agents rename themselves, so they are found as children)."""
+    parents: dict[int, int] = {}
+    mine: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if temp.encode() in cmdline.read_bytes():
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
-        except (OSError, ValueError):  # gone meanwhile
+            pid = int(stat.parent.name)
+            parents[pid] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            if temp.encode() in cmdline or address in cmdline:
+                mine.add(pid)
+        except (OSError, ValueError, IndexError):  # gone meanwhile
             pass
+    while grown := {pid for pid, parent in parents.items() if parent in mine} - mine:
+        mine |= grown
+    for pid in mine:
+        with contextlib.suppress(OSError):  # gone meanwhile
+            os.kill(pid, signal.SIGKILL)
     shutil.rmtree(temp, ignore_errors=True)
 
 
@@ -211,3 +246,46 @@ def test_without_ray_the_error_says_how_to_install(tmp_path: Path, monkeypatch: 
     assert result.exit_code == 1
     assert 'pip install "tvr[ray]"' in result.output
     assert not (tmp_path / "data").exists()  # refused before touching anything
+
+
+def test_a_job_is_submitted_followed_stopped_and_rerun_with_ray_job_commands(
+    tmp_path: Path,
+    ray_cluster: dict[str, str],
+    tiny_checkpoint: str,  # noqa: F811
+) -> None:
+    count = 200  # tiny files, one commit each: the job is still running when it is stopped
+    folder = tmp_path / "videos"
+    write_small_corpus(folder, count)
+    data_dir = tmp_path / "data"
+    env = _env(data_dir, tiny_checkpoint, **ray_cluster)
+    job_env = {"env_vars": {k: v for k, v in env.items() if k.startswith("TVR_")}}
+    entrypoint = ["tvr", "ingest", str(folder), "--ray", "--ray-address", "auto", "--batch-size", "1"]
+
+    def ray_job(*args: str) -> str:
+        done = subprocess.run(["ray", "job", *args], env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout + done.stderr
+
+    job_id = _job_id(ray_job("submit", "--no-wait", "--runtime-env-json", json.dumps(job_env), "--", *entrypoint))
+    deadline = time.monotonic() + 240
+    while _indexed(data_dir) < 1:
+        assert "FAILED" not in ray_job("status", job_id), ray_job("logs", job_id)
+        assert time.monotonic() < deadline, "no video committed within 240 s"
+        time.sleep(0.2)
+    assert "running" in ray_job("status", job_id).lower()
+    ray_job("stop", job_id)  # waits until the job has stopped
+    assert "was stopped" in ray_job("status", job_id)
+    committed = _indexed(data_dir)
+    assert committed < count, "the job ended before it could be stopped"
+
+    rerun = ray_job("submit", "--runtime-env-json", json.dumps(job_env), "--", *entrypoint)  # follows its log
+    assert f"indexed {count - committed}, skipped {committed} unchanged, failed 0" in rerun, rerun
+    assert "succeeded" in ray_job("status", _job_id(rerun)).lower()
+    _assert_each_video_once(data_dir, folder, clips_per_video=1)
+    _verify(env)
+
+
+def _job_id(output: str) -> str:
+    found = re.search(r"raysubmit_\w+", output)
+    assert found, output
+    return found[0]
