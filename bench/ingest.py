@@ -1,7 +1,7 @@
 """Ingestion speed on a realistic corpus: hours of video indexed per hour, against decoding alone.
 
     python bench/ingest.py --workdir /data/tvr-bench [--scale 1.0] [--checkpoint demo | --config ViT-B-32]
-                           [--repeats 2] [--workers N] [--batch-size 32] [--no-whole] [--no-readers]
+                           [--repeats 2] [--workers N] [--batch-size 32] [--no-whole] [--no-readers] [--ray]
     python bench/ingest.py --synthetic [--videos 300] [--config demo] ...   # end to end against encoding alone
 
 The corpus is ``bench/corpus.py``'s (720p and 1080p H.264 at 24/30/60 fps, 2 s and x264's default GOP,
@@ -17,6 +17,8 @@ For each file group (and the whole corpus in one run, unless ``--no-whole``), in
   packaged ``demo`` by default, or random weights of ``--config`` (saved once as a checkpoint).
 - **decode**: PyAV (``thread_type="AUTO"``) decoding every frame of the same files, demux and decode only
   (no colour conversion), in this process: what the files cost to read at all.
+- **--ray** (with ``--ray``): the same ingest with ``IngestOptions.ray`` (``tvr ingest --ray``: decoding
+  tasks and an encoder actor on a local Ray instance that the child starts and stops, both in its wall time).
 - **readers** (unless ``--no-readers``): ``model.video.VideoReader`` with the decord backend and with the
   PyAV backend reading exactly the frames ingestion samples: the clip windows of the default ``ClipPolicy``
   (``indexer.clips.clip_windows``), ``--frames`` per clip (``model.video.sample_times``) plus each clip's
@@ -100,6 +102,10 @@ def ingest_child(job_path: str) -> None:
             from model.video_pyav import DecodeSteps
 
             value = DecodeSteps(**value)
+        if key == "ray":
+            from indexer.ray_runner import RayOptions
+
+            value = RayOptions(**value)
         options[key] = value
     imported = time.perf_counter()
     summary = ingest(settings, discover(job["files"]), IngestOptions(**options))
@@ -297,7 +303,7 @@ def corpus_main(args: argparse.Namespace, argv: Sequence[str]) -> None:
                 pass
 
     backends = [] if args.no_readers else _backends()
-    results: dict[str, dict[str, list[Any]]] = {g: {"ingest": [], "decode": []} for g in groups}
+    results: dict[str, dict[str, list[Any]]] = {g: {"ingest": [], "decode": [], "ray": []} for g in groups}
     for g in groups:
         for backend in backends:
             results[g][backend] = []
@@ -313,6 +319,10 @@ def corpus_main(args: argparse.Namespace, argv: Sequence[str]) -> None:
                     for backend in backends:
                         results[g][backend].append(read_sampled(files[g], backend, args.frames))
                 results[g]["ingest"].append(run_ingest(files[g], args, checkpoint, scratch))
+                if args.ray:  # the same ingest on a local Ray instance the child starts (and stops)
+                    on_ray = {**dict(args.option), "ray": {}}
+                    results[g]["ray"].append(run_ingest(files[g], args, checkpoint, scratch, options=on_ray))
+                    print(f"    --ray {results[g]['ray'][-1]['wall']:.1f} s", flush=True)
                 last = results[g]["ingest"][-1]
                 print(
                     f"    decode {results[g]['decode'][-1][0]:.1f} s, ingest {last['wall']:.1f} s "
@@ -417,6 +427,8 @@ def report(
             f"{' | '.join(cells)} |"
         )
 
+    if args.ray:
+        _ray_table(groups, results)
     if backends:
         print(
             f"\nReading the frames ingestion samples ({args.frames} per clip and the middle one, default clip "
@@ -435,6 +447,23 @@ def report(
             cells = " | ".join(f"{times[b]:.1f} ({times[b] / decode:.2f})" for b in backends)
             last = f" | {times['decord'] / times['pyav']:.2f}" if ratio else ""
             print(f"| {g} | {results[g][backends[0]][0][1]} | {decode:.1f} | {cells}{last} |")
+
+
+def _ray_table(groups: dict[str, list[dict[str, Any]]], results: dict[str, dict[str, list[Any]]]) -> None:
+    print(
+        "\n`--ray` (a local Ray instance started and stopped by the run, counted in its wall time) against the "
+        "local pipeline, same files, interleaved (goal: local / ray >= 0.9):\n"
+    )
+    print("| group | local ingest s | --ray ingest s (runs) | **local / ray** | --ray hours of video / hour |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for g, es in groups.items():
+        if not results[g]["ray"]:
+            continue
+        local = statistics.median(r["wall"] for r in results[g]["ingest"])
+        on_ray = statistics.median(r["wall"] for r in results[g]["ray"])
+        each = ", ".join(f"{r['wall']:.1f}" for r in results[g]["ray"])
+        video_s = sum(e["seconds"] for e in es)
+        print(f"| {g} | {local:.1f} | {on_ray:.1f} ({each}) | **{local / on_ray:.2f}** | {video_s / on_ray:.1f} |")
 
 
 def _corpus_table(entries: list[dict[str, Any]]) -> None:
@@ -629,6 +658,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="an IngestOptions field for the ingest runs, e.g. --option backend=decord (value as JSON or text)",
     )
+    parser.add_argument("--ray", action="store_true", help="also ingest with --ray (a local Ray instance) each time")
     parser.add_argument("--synthetic", action="store_true", help="the earlier end to end vs encoding alone figure")
     parser.add_argument("--videos", type=int, default=300, help="--synthetic: number of synthetic videos")
     parser.add_argument("--size", type=int, default=64, help="--synthetic: video frame size in pixels")
