@@ -105,11 +105,14 @@ def ingest(
         str,
         typer.Option(
             envvar="TVR_DECODER",
-            help="auto (NVDEC when encoding on a CUDA GPU with PyNvVideoCodec, else cpu), cpu (worker processes) "
-            "or nvdec (GPU decoding, files it cannot decode going to the CPU).",
+            help="auto (NVDEC when encoding on a CUDA GPU with PyNvVideoCodec, else cpu), cpu (worker processes; "
+            "with --ray, CPU tasks) or nvdec (GPU decoding where the encoder is, with --ray in the GPU encoder "
+            "actors; files it cannot decode going to the CPU).",
         ),
     ] = "auto",
-    nvdec_sessions: Annotated[int, typer.Option(min=1, help="Files NVDEC decodes at once (threads).")] = 4,
+    nvdec_sessions: Annotated[
+        int, typer.Option(min=1, help="Files NVDEC decodes at once (threads; with --ray, per encoder actor).")
+    ] = 4,
     ray: Annotated[
         bool, typer.Option("--ray", help='Decode and encode on a Ray cluster (needs: pip install "tvr\\[ray]").')
     ] = False,
@@ -144,15 +147,14 @@ def ingest(
 
     if not paths and manifest is None:
         raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
-    ray_options = None
+    ray_options, driver_decoder = None, decoder
     if ray:
         import_ray()  # says how to install it when missing
-        if decoder == "nvdec":
-            raise IndexerError("--decoder nvdec: with --ray, files are decoded by CPU tasks (use --decoder cpu)")
-        # the cluster's nodes encode (on `device`, or its GPUs when none is named); this process only plans
+        # the cluster's nodes decode and encode (on `device`, or its GPUs when none is named; `decoder` chosen
+        # there); this process only plans
         decoders = ray_decoders or workers or None
-        ray_options = RayOptions(ray_address, decoders, ray_encoders, device)
-        device, decoder = "cpu", "cpu"
+        ray_options = RayOptions(ray_address, decoders, ray_encoders, device, decoder)
+        device, driver_decoder = "cpu", "cpu"
     settings = _settings(data_dir=data_dir, database_url=database_url, checkpoint=checkpoint, device=device)
     check_device(settings.device)
     try:
@@ -173,7 +175,7 @@ def ingest(
         publish=publish,
         switch_checkpoint=switch_checkpoint,
         progress=progress,
-        decoder=decoder,
+        decoder=driver_decoder,
         nvdec_sessions=nvdec_sessions,
         ray=ray_options,
     )

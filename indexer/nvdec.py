@@ -57,16 +57,24 @@ def nvdec_unavailable(device: str | torch.device) -> str | None:
     return None
 
 
-def choose_decoder(requested: str, device: str | torch.device, *, injected: bool = False) -> str:
+def choose_decoder(
+    requested: str,
+    device: str | torch.device,
+    *,
+    injected: bool = False,
+    unavailable: Callable[[], str | None] | None = None,
+    where: str = "in this process",
+) -> str:
     """ "cpu" or "nvdec" for ``--decoder requested`` and an encoder on ``device`` (``injected``: a GPU decode
-    function was given, which needs no check); nvdec where it cannot work raises IndexerError naming why."""
+    function was given, which needs no check); nvdec where it cannot work raises IndexerError naming why.
+    ``unavailable`` asks ``nvdec_unavailable`` where the encoder is (a Ray actor), ``where`` names it in the log."""
     if requested not in DECODERS:
         raise IndexerError(f"--decoder {requested!r}: expected one of {', '.join(DECODERS)}")
     if requested == "cpu":
         return "cpu"
-    reason = None if injected else nvdec_unavailable(device)
+    reason = None if injected else (unavailable or (lambda: nvdec_unavailable(device)))()
     if reason is None:
-        log.info("decoder: nvdec (GPU decoding in this process)%s", "" if requested == "nvdec" else ", chosen by auto")
+        log.info("decoder: nvdec (GPU decoding %s)%s", where, "" if requested == "nvdec" else ", chosen by auto")
         return "nvdec"
     if requested == "nvdec":
         raise IndexerError(f"--decoder nvdec cannot work here: {reason}")

@@ -5,7 +5,11 @@ The driver plans, writes the catalog and publishes the index exactly as a local 
 
 - each file is decoded by a Ray task running ``decode.decode_video`` unchanged, as a streaming generator;
 - each chunk of clips is encoded by one of a pool of encoder actors (``encode.encode_clips`` on
-  ``model.load_encoder``'s encoder), each holding a GPU where the cluster has them.
+  ``model.load_encoder``'s encoder), each holding a GPU where the cluster has them;
+- or, where the decoder resolves to NVDEC (``nvdec.choose_decoder``, asked of an actor), the GPU encoder
+  actors decode files themselves (``nvdec.decode_video_nvdec``, several at once on their own CUDA streams),
+  encode each chunk where its frames are and send back only vectors; a file NVDEC gives up on is voided
+  (the local pipeline's "restart") and decoded by a CPU task as above.
 
 Frames travel from a decoding task to an actor through Ray's object store, never through the driver: for
 each chunk the task yields a small ``ChunkNotice`` first (read by the driver) and then the chunk itself
@@ -18,20 +22,25 @@ Ray is an optional dependency: it is imported only here, and only when ``--ray``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import nvdec
 from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, Segment, decode_video, describe_error
 from .errors import IndexerError
+from .nvdec_source import UseCpu, first_line
+from .workers import Message
 
 if TYPE_CHECKING:
     from .pipeline import _Ingestion, _Job
@@ -43,6 +52,7 @@ INSTALL_HINT = 'Ray is not installed: pip install "tvr[ray]" (in a checkout: pip
 # file created on the way so that the retry lives; the tests prove the job survives a lost worker.
 KILL_HOOK_ENV = "TVR_TEST_KILL_ONCE"
 CHUNKS_PER_ACTOR = 2  # encoder calls queued per actor: one running, one waiting, so it never idles
+NVDEC_GROUP = "nvdec"  # the actors' concurrency group of NVDEC files (encode calls keep the default group)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class RayOptions:
     decoders: int | None = None  # files decoded at once (default: the cluster's CPUs less the encoders')
     encoders: int | None = None  # encoder actors (default: one per GPU, else one)
     device: str | None = None  # encoders' device: None picks cuda when the cluster has GPUs, else cpu
+    decoder: str = "auto"  # "cpu": CPU tasks; "nvdec": in the GPU encoder actors; "auto": nvdec if they can
 
 
 @dataclass
@@ -67,6 +78,15 @@ class EncodedChunk:
     vectors: np.ndarray  # float32 (len(positions), dim)
     thumbnails: list[bytes]
     seconds: float  # spent encoding
+    timings: dict[str, float] = field(default_factory=dict)  # its decoding's, when the actor decoded it too
+
+
+@dataclass
+class GaveUp:
+    """Yielded by an actor that gives up decoding a file with NVDEC: a CPU task decodes it instead."""
+
+    reason: str
+    expected: bool  # UseCpu (a codec NVDEC lacks, say), not an error
 
 
 def import_ray() -> Any:
@@ -95,9 +115,17 @@ def decode_on_node(
 
 
 class EncoderActor:
-    """One encoder, loaded once, encoding the chunks it is handed."""
+    """One encoder, loaded once, encoding the chunks it is handed, or decoding files with NVDEC and encoding
+    their chunks itself (``gpu_decode``: ``nvdec.decode_video_nvdec``, or a stand-in for tests)."""
 
-    def __init__(self, checkpoint: str, device: str, checkpoint_id: str, kill_hook: str | None) -> None:
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str,
+        checkpoint_id: str,
+        kill_hook: str | None,
+        gpu_decode: nvdec.GpuDecodeFn | None = None,
+    ) -> None:
         from model import load_encoder
 
         self.encoder = load_encoder(checkpoint, device=device)
@@ -107,6 +135,10 @@ class EncoderActor:
                 "the driver: every node must see the same checkpoint file"
             )
         self.kill_hook = kill_hook
+        self.gpu_decode = gpu_decode or nvdec.decode_video_nvdec
+
+    def nvdec_unavailable(self) -> str | None:
+        return nvdec.nvdec_unavailable(self.encoder.device)
 
     def encode(self, chunk: DecodedChunk) -> EncodedChunk:
         from .encode import encode_clips
@@ -120,6 +152,33 @@ class EncoderActor:
             [clip.thumbnail for clip in chunk.clips],
             time.perf_counter() - started,
         )
+
+    def decode_and_encode(
+        self, path: str, known_hash: str | None, spec: DecodeSpec
+    ) -> Iterator[Probed | DecodeFailed | EncodedChunk | GaveUp]:
+        """A file decoded with NVDEC on this actor's device, each chunk encoded where its frames are: the
+        decoding events with vectors in place of frames, never frames; ``GaveUp`` last if NVDEC cannot."""
+        device = self.encoder.device
+        try:
+            with _own_stream(device):  # files decoded at once work side by side
+                for event in self.gpu_decode(path, known_hash, spec, device):
+                    if isinstance(event, DecodedChunk):
+                        encoded = self.encode(event)
+                        encoded.timings = event.timings
+                        yield encoded
+                    else:
+                        yield event
+        except Exception as exc:  # UseCpu, or anything else: a CPU task decodes this file
+            yield GaveUp(first_line(exc), isinstance(exc, UseCpu))
+
+
+def _own_stream(device: Any) -> contextlib.AbstractContextManager[Any]:
+    """A CUDA stream of its own on ``device`` for the calling thread (nothing on a CPU)."""
+    import torch
+
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.Stream(device))
 
 
 def _maybe_die(hook: str | None, role: str) -> None:
@@ -140,10 +199,11 @@ def _maybe_die(hook: str | None, role: str) -> None:
 
 @dataclass
 class _Stream:
-    """A decoding task's events as the driver reads them."""
+    """A decoding task's events as the driver reads them (or an actor's, for a file it decodes with NVDEC)."""
 
     job: _Job
     segment: Segment | None  # None: the task that probes the file (and leaves later segments to others)
+    actor: int | None = None  # the actor decoding it with NVDEC (None: a CPU task)
     chunk_next: bool = False  # a notice was read: the next object is its chunk
 
 
@@ -160,19 +220,32 @@ class _Flow:
     streams: dict[Any, _Stream] = field(default_factory=dict)  # ObjectRefGenerator -> its stream
     chunks: deque[tuple[_Job, Any]] = field(default_factory=deque)  # (job, chunk ref) waiting for an actor
     encoding: dict[Any, tuple[_Job, int]] = field(default_factory=dict)  # result ref -> (job, actor index)
+    fallback: deque[_Job] = field(default_factory=deque)  # files NVDEC gave up on, for CPU tasks
 
     @property
     def busy(self) -> bool:
-        return bool(self.streams or self.chunks or self.encoding)
+        return bool(self.streams or self.chunks or self.encoding or self.fallback)
+
+    def on_cpu(self) -> list[Any]:
+        return [generator for generator, stream in self.streams.items() if stream.actor is None]
+
+    def on_gpu(self) -> list[Any]:
+        return [generator for generator, stream in self.streams.items() if stream.actor is not None]
 
 
 def run(ingestion: _Ingestion, options: RayOptions) -> None:
     """Decode and encode ``ingestion``'s videos on Ray; the catalog writes stay in ``ingestion``."""
     ray = import_ray()
     cluster = _connect(ray, options, ingestion.options.batch_size)
+    kill_hook = os.environ.get(KILL_HOOK_ENV)
+    actors: list[Any] = []
     try:
-        _drive(ray, ingestion, cluster)
+        actors = _start_encoders(ray, ingestion, cluster, kill_hook)
+        _Driver(ray, ingestion, cluster, actors, kill_hook).run(options.decoder)
     finally:
+        for actor in actors:  # a cluster joined lives on: free its resources now, even after an error
+            with contextlib.suppress(Exception):  # never hide the error that ended the run
+                ray.kill(actor)
         if cluster.started_here:
             ray.shutdown()
 
@@ -201,90 +274,168 @@ def _connect(ray: Any, options: RayOptions, batch_size: int) -> _Cluster:
     return _Cluster(decoders, encoders, device, started_here)
 
 
-def _drive(ray: Any, ingestion: _Ingestion, cluster: _Cluster) -> None:
-    kill_hook = os.environ.get(KILL_HOOK_ENV)
-    gpu = cluster.device.startswith("cuda")
-    actor_class = ray.remote(max_restarts=3, max_task_retries=3)(EncoderActor)
+def _start_encoders(ray: Any, ingestion: _Ingestion, cluster: _Cluster, kill_hook: str | None) -> list[Any]:
+    """The encoder actors, a GPU each on a GPU cluster; threaded: NVDEC files (a concurrency group of
+    ``nvdec_sessions`` threads) beside encode calls (the default group, one at a time)."""
+    options = ingestion.options
+    actor_class = ray.remote(
+        max_restarts=3, max_task_retries=3, concurrency_groups={NVDEC_GROUP: options.nvdec_sessions}
+    )(EncoderActor)
     checkpoint = node_checkpoint(ingestion.settings.checkpoint)
-    actors = [
-        actor_class.options(num_cpus=1, num_gpus=1 if gpu else 0).remote(
-            checkpoint, cluster.device, ingestion.checkpoint_id, kill_hook
+    return [
+        actor_class.options(num_cpus=1, num_gpus=1 if cluster.device.startswith("cuda") else 0).remote(
+            checkpoint, cluster.device, ingestion.checkpoint_id, kill_hook, options.gpu_decode
         )
         for _ in range(cluster.encoders)
     ]
-    decode_task = ray.remote(decode_on_node).options(num_cpus=1, max_retries=3, _generator_backpressure_num_objects=4)
-    # one thread per task (Ray gives each a CPU); a chunk is one encoder batch
-    spec = dataclasses.replace(ingestion.spec, threads=1, chunk_clips=ingestion.options.batch_size)
-    load = [0] * len(actors)
-    flow = _Flow()
-    max_chunks = CHUNKS_PER_ACTOR * len(actors)
 
-    while True:
-        while len(flow.streams) < cluster.decoders and len(flow.chunks) < max_chunks:
-            taken = ingestion.take_task()
+
+class _Driver:
+    """The driver's loop: files to CPU decoding tasks (their chunks to the encoder actors) or to the actors'
+    NVDEC sessions; what comes back to ``ingestion``."""
+
+    def __init__(
+        self, ray: Any, ingestion: _Ingestion, cluster: _Cluster, actors: list[Any], kill_hook: str | None
+    ) -> None:
+        self.ray, self.ingestion, self.cluster, self.actors, self.kill_hook = ray, ingestion, cluster, actors, kill_hook
+        self.decode_task = ray.remote(decode_on_node).options(
+            num_cpus=1, max_retries=3, _generator_backpressure_num_objects=4
+        )
+        self.sessions = 0  # NVDEC files per actor (0: CPU tasks decode every file)
+        self.spec = ingestion.spec
+        self.load = [0] * len(actors)  # encode calls per actor
+        self.decoding = [0] * len(actors)  # NVDEC files per actor
+        self.max_chunks = CHUNKS_PER_ACTOR * len(actors)
+        self.flow = _Flow()
+
+    def _choose(self, requested: str) -> str:
+        """``nvdec.choose_decoder`` for the actors' device, NVDEC's availability asked of an actor's node."""
+
+        def unavailable() -> str | None:
+            if not self.cluster.device.startswith("cuda"):
+                return nvdec.nvdec_unavailable(self.cluster.device)  # known without asking
+            try:
+                reason: str | None = self.ray.get(self.actors[0].nvdec_unavailable.remote())
+            except Exception as exc:
+                raise IndexerError(f"the encoder actors did not start: {_reason(exc)}") from None
+            return reason
+
+        injected = self.ingestion.options.gpu_decode is not None
+        return nvdec.choose_decoder(
+            requested, self.cluster.device, injected=injected, unavailable=unavailable, where="in the encoder actors"
+        )
+
+    def run(self, decoder: str) -> None:
+        options = self.ingestion.options
+        self.sessions = options.nvdec_sessions if self._choose(decoder) == "nvdec" else 0
+        # one thread per task (Ray gives each a CPU); a chunk is one encoder batch; NVDEC decodes files whole
+        segment_clips = 0 if self.sessions else self.spec.segment_clips
+        self.spec = dataclasses.replace(
+            self.spec, threads=1, chunk_clips=options.batch_size, segment_clips=segment_clips
+        )
+        flow = self.flow
+        while True:
+            self._start()
+            while flow.chunks and min(self.load) < CHUNKS_PER_ACTOR:
+                job, chunk = flow.chunks.popleft()
+                if job.done:
+                    continue
+                actor = self.load.index(min(self.load))
+                self.load[actor] += 1
+                flow.encoding[self.actors[actor].encode.remote(chunk)] = (job, actor)
+            if not flow.busy:
+                break
+            reading = flow.on_gpu() + (flow.on_cpu() if len(flow.chunks) < self.max_chunks else [])
+            waited = time.perf_counter()
+            ready, _ = self.ray.wait([*reading, *flow.encoding], num_returns=1, timeout=1.0, fetch_local=False)
+            self.ingestion.timers["wait_decode"] += time.perf_counter() - waited
+            for waitable in ready:
+                if waitable in flow.encoding:
+                    job, actor = flow.encoding.pop(waitable)
+                    self.load[actor] -= 1
+                    self._encoded(job, waitable)
+                else:
+                    self._read(waitable)
+
+    def _start(self) -> None:
+        """New decoding: files NVDEC gave up on, then new files (and segments), as far as there is room."""
+        flow, ingestion = self.flow, self.ingestion
+        while len(flow.on_cpu()) < self.cluster.decoders and len(flow.chunks) < self.max_chunks:
+            if flow.fallback:
+                taken: tuple[_Job, Segment | None] | None = (flow.fallback.popleft(), None)
+            else:
+                taken = None if self.sessions else ingestion.take_task()
             if taken is None:
                 break
             job, segment = taken
-            stream = decode_task.remote(str(job.source.path), job.known_hash, spec, segment, kill_hook)
+            stream = self.decode_task.remote(str(job.source.path), job.known_hash, self.spec, segment, self.kill_hook)
             flow.streams[stream] = _Stream(job, segment)
-        while flow.chunks and min(load) < CHUNKS_PER_ACTOR:
-            job, chunk = flow.chunks.popleft()
-            if job.done:
-                continue
-            actor = load.index(min(load))
-            load[actor] += 1
-            flow.encoding[actors[actor].encode.remote(chunk)] = (job, actor)
-        if not flow.busy:
-            break
-        reading = list(flow.streams) if len(flow.chunks) < max_chunks else []
-        waited = time.perf_counter()
-        ready, _ = ray.wait([*reading, *flow.encoding], num_returns=1, timeout=1.0, fetch_local=False)
-        ingestion.timers["wait_decode"] += time.perf_counter() - waited
-        for waitable in ready:
-            if waitable in flow.encoding:
-                job, actor = flow.encoding.pop(waitable)
-                load[actor] -= 1
-                _encoded(ray, ingestion, job, waitable)
-            else:
-                _read(ray, ingestion, flow, waitable)
+        while self.sessions and min(self.decoding) < self.sessions and (taken := ingestion.take_task()) is not None:
+            job = taken[0]  # never a segment: files decoded with NVDEC are not split
+            actor = self.decoding.index(min(self.decoding))
+            self.decoding[actor] += 1
+            method = self.actors[actor].decode_and_encode.options(concurrency_group=NVDEC_GROUP)
+            flow.streams[method.remote(str(job.source.path), job.known_hash, self.spec)] = _Stream(job, None, actor)
+
+    def _end(self, generator: Any) -> _Stream:
+        stream = self.flow.streams.pop(generator)
+        if stream.actor is not None:
+            self.decoding[stream.actor] -= 1
+        return stream
+
+    def _read(self, generator: Any) -> None:
+        stream = self.flow.streams[generator]
+        job, ingestion = stream.job, self.ingestion
+        try:
+            ref = next(generator)
+        except StopIteration:
+            self._end(generator)
+            if stream.segment is None and job.probed is None:
+                ingestion.fail(job, "the decoding task ended without a result")
+            return
+        if stream.chunk_next:  # the chunk itself: an actor reads it where it is
+            stream.chunk_next = False
+            self.flow.chunks.append((job, ref))
+            return
+        try:
+            event = self.ray.get(ref)
+        except Exception as exc:  # the task failed for good (its worker died more often than Ray retries)
+            ingestion.fail(job, f"decoding on the Ray cluster failed: {_reason(exc)}")
+            self.ray.cancel(generator)
+            self._end(generator)
+            return
+        ingestion.add_timings(getattr(event, "timings", {}))
+        if isinstance(event, ChunkNotice):
+            stream.chunk_next = True
+        elif isinstance(event, Probed):
+            ingestion.prepare(job, event)
+        elif isinstance(event, DecodeFailed):
+            ingestion.fail(job, event.error)
+        elif isinstance(event, EncodedChunk):
+            _store(ingestion, job, event)
+        elif isinstance(event, GaveUp):
+            self._end(generator)  # its last event
+            self._fall_back(job, event)
+
+    def _fall_back(self, job: _Job, gave_up: GaveUp) -> None:
+        """A file NVDEC gave up on: void what it sent, and decode it with a CPU task."""
+        if job.done:
+            return
+        level = logging.DEBUG if gave_up.expected else logging.WARNING
+        log.log(level, "%s: decoding on a CPU task instead (%s)", job.source.path, gave_up.reason)
+        self.ingestion._handle(Message(job, "restart"))
+        self.flow.fallback.append(job)
+
+    def _encoded(self, job: _Job, result: Any) -> None:
+        try:
+            chunk: EncodedChunk = self.ray.get(result)
+        except Exception as exc:
+            self.ingestion.fail(job, f"encoding on the Ray cluster failed: {_reason(exc)}")
+            return
+        _store(self.ingestion, job, chunk)
 
 
-def _read(ray: Any, ingestion: _Ingestion, flow: _Flow, generator: Any) -> None:
-    stream = flow.streams[generator]
-    job = stream.job
-    try:
-        ref = next(generator)
-    except StopIteration:
-        del flow.streams[generator]
-        if stream.segment is None and job.probed is None:
-            ingestion.fail(job, "the decoding task ended without a result")
-        return
-    if stream.chunk_next:  # the chunk itself: an actor reads it where it is
-        stream.chunk_next = False
-        flow.chunks.append((job, ref))
-        return
-    try:
-        event = ray.get(ref)
-    except Exception as exc:  # the task failed for good (its worker died more often than Ray retries)
-        ingestion.fail(job, f"decoding on the Ray cluster failed: {_reason(exc)}")
-        ray.cancel(generator)
-        del flow.streams[generator]
-        return
-    ingestion.add_timings(getattr(event, "timings", {}))
-    if isinstance(event, ChunkNotice):
-        stream.chunk_next = True
-    elif isinstance(event, Probed):
-        ingestion.prepare(job, event)
-    elif isinstance(event, DecodeFailed):
-        ingestion.fail(job, event.error)
-
-
-def _encoded(ray: Any, ingestion: _Ingestion, job: _Job, result: Any) -> None:
-    try:
-        chunk: EncodedChunk = ray.get(result)
-    except Exception as exc:
-        ingestion.fail(job, f"encoding on the Ray cluster failed: {_reason(exc)}")
-        return
+def _store(ingestion: _Ingestion, job: _Job, chunk: EncodedChunk) -> None:
     ingestion.timers["encode"] += chunk.seconds
     for position, vector, thumbnail in zip(chunk.positions, chunk.vectors, chunk.thumbnails, strict=True):
         ingestion.store(job, position, vector, thumbnail)

@@ -1,14 +1,17 @@
 """``tvr ingest --ray`` on a real local Ray instance: the same catalog as the local pipeline, a worker or
-an actor killed mid-file, a driver killed and rerun, and the message when Ray is missing.
+an actor killed mid-file, a driver killed and rerun, NVDEC in the encoder actors (a stand-in decoding on the
+CPU) with its per-file fallback to CPU tasks, and the message when Ray is missing.
 
-Runs go through the real ``tvr`` command in a subprocess, as a user (or ``ray job submit``) runs them.
-The cluster tests share one ``ray start --head`` instance with 2 CPUs.
+Most runs go through the real ``tvr`` command in a subprocess, as a user (or ``ray job submit``) runs them;
+the cluster tests share one ``ray start --head`` instance with 2 CPUs. The NVDEC tests ingest in this process
+(the stand-in is a test function) on a Ray instance of their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -25,9 +28,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from indexer_fixtures import format_corpus, tiny_checkpoint, write_small_corpus  # noqa: F401 (fixtures)
+import test_indexer_nvdec as nvdec_fakes  # the GPU path's stand-ins: PyAV's planes converted on the CPU
+from indexer_fixtures import (  # noqa: F401 (fixtures)
+    format_corpus,
+    make_settings,
+    run_ingest,
+    tiny_checkpoint,
+    tiny_encoder,
+    write_small_corpus,
+)
+from media import write_video
 from typer.testing import CliRunner
 
+from indexer.errors import IndexerError
+from indexer.ray_runner import RayOptions
 from tvr_cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,3 +303,106 @@ def _job_id(output: str) -> str:
     found = re.search(r"raysubmit_\w+", output)
     assert found, output
     return found[0]
+
+
+# --- NVDEC in the encoder actors (a stand-in on the CPU) -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_here() -> Iterator[None]:
+    """A Ray instance of this process's own (2 decoding CPUs and an encoder's), which ingest() joins; the
+    stand-in decoders travel to its workers by value (they cannot import the tests)."""
+    import ray
+    from ray import cloudpickle  # Ray's own copy
+
+    cloudpickle.register_pickle_by_value(nvdec_fakes)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        cloudpickle.unregister_pickle_by_value(nvdec_fakes)
+
+
+@pytest.fixture(scope="module")
+def nvdec_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("ray-nvdec") / "videos"
+    write_video(folder / "small.mp4", nvdec_fakes.scene(10, 144, 192, 1), fps=5)
+    write_video(folder / "long.mp4", nvdec_fakes.scene(80, 144, 192, 7), fps=2)  # 40 s: 7 clips
+    write_video(folder / "late_long.mp4", nvdec_fakes.scene(80, 144, 192, 8), fps=2)  # gives up after a chunk
+    write_video(folder / "other.webm", nvdec_fakes.scene(10, 48, 64, 9), fps=5, codec="vp9")  # "unsupported"
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    return folder
+
+
+def test_nvdec_on_ray_decodes_in_the_encoder_actors_and_falls_back_per_file(
+    tmp_path: Path,
+    ray_here: None,
+    nvdec_corpus: Path,
+    tiny_checkpoint: str,  # noqa: F811
+    tiny_encoder,  # noqa: F811
+) -> None:
+    local = make_settings(tmp_path / "local", tiny_checkpoint)
+    run_ingest(local, [nvdec_corpus], tiny_encoder, decoder="cpu", batch_size=3)
+    on_ray = make_settings(tmp_path / "ray", tiny_checkpoint)
+
+    summary = run_ingest(
+        on_ray, [nvdec_corpus], tiny_encoder, batch_size=3, nvdec_sessions=2,
+        gpu_decode=nvdec_fakes.giving_up_after_a_chunk, ray=RayOptions(decoders=2, encoders=1, decoder="nvdec"),
+    )  # fmt: skip
+
+    assert summary.indexed == 4 and [Path(p).name for p, _ in summary.failed] == ["broken.mp4"]
+    expected, got = nvdec_fakes.catalog_rows(local), nvdec_fakes.catalog_rows(on_ray)
+    assert set(got) == set(expected)
+    fallbacks = {"other.webm", "late_long.mp4"}  # unsupported; gave up after its first chunk (3 of 7 clips)
+    for name, (video, vectors) in got.items():
+        reference, reference_vectors = expected[name]
+        assert (video.status, video.error) == (reference.status, reference.error), name
+        if reference.error is None:
+            assert video.decoder == ("pyav" if name in fallbacks else "nvdec"), name
+            assert len(vectors) == len(reference_vectors), name
+            cosines = [float(ours @ theirs) for ours, theirs in zip(vectors, reference_vectors, strict=True)]
+            assert min(cosines) >= 0.999, name
+    assert len(got["long.mp4"][1]) == 7
+    with _catalog(on_ray.data_dir) as conn:
+        clips = conn.execute("SELECT video_id, position FROM clips").fetchall()
+    assert len(clips) == len(set(clips)) == 16  # each clip once
+    verify = CliRunner().invoke(app, ["index", "verify"], env=_in_process_env(on_ray.data_dir))
+    assert verify.exit_code == 0 and "ok: 16 clips, 16 vectors" in verify.output, verify.output
+
+
+def test_nvdec_on_ray_is_chosen_by_auto_only_where_it_works(
+    tmp_path: Path,
+    ray_here: None,
+    nvdec_corpus: Path,
+    tiny_checkpoint: str,  # noqa: F811
+    tiny_encoder,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    small = [nvdec_corpus / "small.mp4"]
+    with caplog.at_level(logging.INFO, logger="indexer.nvdec"):
+        run_ingest(make_settings(tmp_path / "auto", tiny_checkpoint), small, tiny_encoder, ray=RayOptions())
+    assert "decoder: cpu, chosen by auto: NVDEC is not used because the encoder runs on cpu" in caplog.text
+    with pytest.raises(IndexerError, match="--decoder nvdec cannot work here: the encoder runs on cpu, not a CUDA"):
+        run_ingest(
+            make_settings(tmp_path / "nvdec", tiny_checkpoint), small, tiny_encoder, ray=RayOptions(decoder="nvdec")
+        )
+
+    env = _in_process_env(tmp_path / "cli") | {"TVR_CHECKPOINT": tiny_checkpoint}
+    result = CliRunner().invoke(app, ["ingest", *map(str, small), "--ray", "--decoder", "nvdec"], env=env)
+    assert result.exit_code == 1 and "--decoder nvdec cannot work here: the encoder runs on cpu" in result.output
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="indexer.nvdec"):  # a decoder given: nothing to check
+        summary = run_ingest(
+            make_settings(tmp_path / "given", tiny_checkpoint), small, tiny_encoder,
+            gpu_decode=nvdec_fakes.fake_gpu_decode, ray=RayOptions(),
+        )  # fmt: skip
+    assert summary.indexed == 1
+    assert "decoder: nvdec (GPU decoding in the encoder actors), chosen by auto" in caplog.text
+    rows = nvdec_fakes.catalog_rows(make_settings(tmp_path / "given", tiny_checkpoint))
+    assert rows["small.mp4"][0].decoder == "nvdec"
+
+
+def _in_process_env(data_dir: Path) -> dict[str, str | None]:
+    return {"TVR_DATA_DIR": str(data_dir), "TVR_DATABASE_URL": "", "TVR_DEVICE": "cpu", "TVR_DECODER": None}
