@@ -11,11 +11,13 @@ room for more clips, so memory stays bounded however long the videos.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +27,7 @@ from tqdm import tqdm
 
 from model.video_pyav import DecodeSteps
 
-from . import nvdec, planning, records
+from . import nvdec, planning, ray_runner, records
 from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
@@ -111,26 +113,41 @@ def ingest(
     with the run. Files that cannot be read are recorded as failed; they never stop the run.
     """
     options = options or IngestOptions()
-    if options.workers > 0 and options.ray is None:
-        start_worker_context()  # the decoders' imports overlap the encoder's loading
-    if encoder is None:
-        from model import load_encoder
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if options.ray is not None:  # joining or starting Ray overlaps the encoder's loading
+            with ThreadPoolExecutor(1) as loader:
+                loading = loader.submit(_load_encoder, settings) if encoder is None else None
+                cluster = stack.enter_context(ray_runner.connected(options.ray))
+                encoder = loading.result() if loading is not None else encoder
+        elif options.workers > 0:
+            start_worker_context()  # the decoders' imports overlap the encoder's loading
+        if encoder is None:
+            encoder = _load_encoder(settings)
+        writer = open_catalog(settings, writer=True)
+        stack.callback(writer.dispose)
+        reader = open_catalog(settings, auto_upgrade=False)
+        stack.callback(reader.dispose)
+        return _Ingestion(settings, options, encoder, writer, reader, cluster).run(discovery, args or {})
 
-        encoder = load_encoder(settings.checkpoint, device=settings.device)
-    writer = open_catalog(settings, writer=True)
-    reader = open_catalog(settings, auto_upgrade=False)
-    try:
-        return _Ingestion(settings, options, encoder, writer, reader).run(discovery, args or {})
-    finally:
-        writer.dispose()
-        reader.dispose()
+
+def _load_encoder(settings: Settings) -> VideoTextEncoder:
+    from model import load_encoder
+
+    return load_encoder(settings.checkpoint, device=settings.device)
 
 
 class _Ingestion:
     def __init__(
-        self, settings: Settings, options: IngestOptions, encoder: VideoTextEncoder, writer: Any, reader: Any
+        self,
+        settings: Settings,
+        options: IngestOptions,
+        encoder: VideoTextEncoder,
+        writer: Any,
+        reader: Any,
+        cluster: ray_runner.Cluster | None = None,
     ) -> None:
-        self.settings, self.options, self.encoder = settings, options, encoder
+        self.settings, self.options, self.encoder, self.cluster = settings, options, encoder, cluster
         self.writes = make_sessionmaker(writer)
         self.reads = make_sessionmaker(reader)
         self.checkpoint_id = encoder.checkpoint_id
@@ -196,10 +213,8 @@ class _Ingestion:
             dynamic_ncols=True,
         )
         try:
-            if self.options.ray is not None:
-                from . import ray_runner
-
-                ray_runner.run(self, self.options.ray)
+            if self.options.ray is not None and self.cluster is not None:
+                ray_runner.run(self, self.options.ray, self.cluster)
             else:
                 self._loop()
             self.bar.close()
@@ -286,9 +301,8 @@ class _Ingestion:
         job = message.owner
         if message.kind == "retry":  # its worker died: the task runs again; the clips that came stay valid
             log.debug("%s: decoding again on a fresh worker", job.source.path)
-        elif message.kind == "restart":  # the CPU takes over from NVDEC: its clips, a little different, replace
-            job.attempt += 1
-            job.probed = job.embeddings = job.encoded = None
+        elif message.kind == "restart":
+            self.void(job)
         elif message.kind == "failed":
             self.fail(job, message.error or "unknown error")
         elif message.kind == "event":
@@ -300,6 +314,12 @@ class _Ingestion:
                 self.buffer += [(job, job.attempt, clip) for clip in event.clips]
             elif isinstance(event, DecodeFailed):
                 self.fail(job, event.error)
+
+    def void(self, job: _Job) -> None:
+        """Another decoder takes the file over (the CPU after NVDEC): its clips, a little different, replace
+        everything that came so far."""
+        job.attempt += 1
+        job.probed = job.embeddings = job.encoded = None
 
     def prepare(self, job: _Job, probed: Probed) -> None:
         """A video's first event: record it as unchanged or failed, or make room for its clips."""

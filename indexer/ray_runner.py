@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -40,7 +41,6 @@ from . import nvdec
 from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, Segment, decode_video, describe_error
 from .errors import IndexerError
 from .nvdec_source import UseCpu, first_line
-from .workers import Message
 
 if TYPE_CHECKING:
     from .pipeline import _Ingestion, _Job
@@ -136,6 +136,7 @@ class EncoderActor:
             )
         self.kill_hook = kill_hook
         self.gpu_decode = gpu_decode or nvdec.decode_video_nvdec
+        self.encoding = threading.Lock()  # NVDEC sessions' threads and encode calls share one encoder
 
     def nvdec_unavailable(self) -> str | None:
         return nvdec.nvdec_unavailable(self.encoder.device)
@@ -144,8 +145,9 @@ class EncoderActor:
         from .encode import encode_clips
 
         _maybe_die(self.kill_hook, "encoder")
-        started = time.perf_counter()
-        vectors = encode_clips(self.encoder, chunk.clips)
+        with self.encoding:
+            started = time.perf_counter()
+            vectors = encode_clips(self.encoder, chunk.clips)
         return EncodedChunk(
             [clip.position for clip in chunk.clips],
             vectors,
@@ -208,7 +210,7 @@ class _Stream:
 
 
 @dataclass
-class _Cluster:
+class Cluster:
     decoders: int
     encoders: int
     device: str
@@ -233,10 +235,21 @@ class _Flow:
         return [generator for generator, stream in self.streams.items() if stream.actor is not None]
 
 
-def run(ingestion: _Ingestion, options: RayOptions) -> None:
+@contextlib.contextmanager
+def connected(options: RayOptions) -> Iterator[Cluster]:
+    """Join the cluster ``options`` name (or start a local instance, stopped on leaving) and size the run."""
+    ray = import_ray()
+    cluster = _connect(ray, options)
+    try:
+        yield cluster
+    finally:
+        if cluster.started_here:
+            ray.shutdown()
+
+
+def run(ingestion: _Ingestion, options: RayOptions, cluster: Cluster) -> None:
     """Decode and encode ``ingestion``'s videos on Ray; the catalog writes stay in ``ingestion``."""
     ray = import_ray()
-    cluster = _connect(ray, options, ingestion.options.batch_size)
     kill_hook = os.environ.get(KILL_HOOK_ENV)
     actors: list[Any] = []
     try:
@@ -246,11 +259,9 @@ def run(ingestion: _Ingestion, options: RayOptions) -> None:
         for actor in actors:  # a cluster joined lives on: free its resources now, even after an error
             with contextlib.suppress(Exception):  # never hide the error that ended the run
                 ray.kill(actor)
-        if cluster.started_here:
-            ray.shutdown()
 
 
-def _connect(ray: Any, options: RayOptions, batch_size: int) -> _Cluster:
+def _connect(ray: Any, options: RayOptions) -> Cluster:
     started_here = False
     if not ray.is_initialized():
         address = options.address or os.environ.get("RAY_ADDRESS") or "local"
@@ -271,10 +282,10 @@ def _connect(ray: Any, options: RayOptions, batch_size: int) -> _Cluster:
     encoders = options.encoders or (gpus if device.startswith("cuda") else 1)
     decoders = options.decoders or max(1, cpus - (0 if device.startswith("cuda") else encoders))
     log.info("Ray: %d CPUs, %d GPUs; %d decoding tasks at once, %d %s encoders", cpus, gpus, decoders, encoders, device)
-    return _Cluster(decoders, encoders, device, started_here)
+    return Cluster(decoders, encoders, device, started_here)
 
 
-def _start_encoders(ray: Any, ingestion: _Ingestion, cluster: _Cluster, kill_hook: str | None) -> list[Any]:
+def _start_encoders(ray: Any, ingestion: _Ingestion, cluster: Cluster, kill_hook: str | None) -> list[Any]:
     """The encoder actors, a GPU each on a GPU cluster; threaded: NVDEC files (a concurrency group of
     ``nvdec_sessions`` threads) beside encode calls (the default group, one at a time)."""
     options = ingestion.options
@@ -295,7 +306,7 @@ class _Driver:
     NVDEC sessions; what comes back to ``ingestion``."""
 
     def __init__(
-        self, ray: Any, ingestion: _Ingestion, cluster: _Cluster, actors: list[Any], kill_hook: str | None
+        self, ray: Any, ingestion: _Ingestion, cluster: Cluster, actors: list[Any], kill_hook: str | None
     ) -> None:
         self.ray, self.ingestion, self.cluster, self.actors, self.kill_hook = ray, ingestion, cluster, actors, kill_hook
         self.decode_task = ray.remote(decode_on_node).options(
@@ -423,7 +434,7 @@ class _Driver:
             return
         level = logging.DEBUG if gave_up.expected else logging.WARNING
         log.log(level, "%s: decoding on a CPU task instead (%s)", job.source.path, gave_up.reason)
-        self.ingestion._handle(Message(job, "restart"))
+        self.ingestion.void(job)
         self.flow.fallback.append(job)
 
     def _encoded(self, job: _Job, result: Any) -> None:
