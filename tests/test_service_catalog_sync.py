@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ def wait_for(condition, timeout: float = 60, every: float = 0.1):  # type: ignor
 
 
 @pytest.mark.slow
-def test_two_shard_ingesters_and_a_server_on_a_third_data_directory(
+def test_two_shard_ingesters_a_ray_run_and_a_server_on_a_fourth_data_directory(
     tmp_path: Path,
     postgres_url: str,  # noqa: F811
     tiny_checkpoint: str,
@@ -70,8 +71,18 @@ def test_two_shard_ingesters_and_a_server_on_a_third_data_directory(
         indexed.append(int(result.output.split("indexed ")[1].split(",")[0]))
         assert not (tmp_path / f"node{i}" / "thumbnails").exists()
     assert sum(indexed) == 6 and min(indexed) > 0
+    more = tmp_path / "more"  # a third machine: a Ray driver (its local instance) with a data directory of its own
+    write_small_corpus(more, 3, seed=1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TVR_", "RAY_"))}
+    env |= {"TVR_DATABASE_URL": postgres_url, "TVR_DATA_DIR": str(tmp_path / "node3"), "TVR_DEVICE": "cpu"}
+    on_ray = subprocess.run(
+        ["tvr", "ingest", str(more), "--ray", "--checkpoint", tiny_checkpoint],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
+    assert "indexed 3, skipped 0 unchanged, failed 0" in on_ray.stdout
     thumbnails = catalog_thumbnails(postgres_url)
-    assert len(thumbnails) == 6
+    assert len(thumbnails) == 9
 
     url = f"http://127.0.0.1:{free_port()}"
     env = cli_env(tmp_path / "server", tiny_checkpoint, TVR_DATABASE_URL=postgres_url)
@@ -85,9 +96,9 @@ def test_two_shard_ingesters_and_a_server_on_a_third_data_directory(
             assert response.content == jpeg
             assert Image.open(io.BytesIO(response.content)).format == "JPEG"
         hits = httpx.get(f"{url}/search", params={"q": "a coloured square", "k": 100}).json()
-        assert hits["total"] == 6
+        assert hits["total"] == 9
         videos = httpx.get(f"{url}/videos").json()["videos"]
-        assert {h["video_id"] for h in hits["results"]} == {v["id"] for v in videos}  # both shards' videos
+        assert {h["video_id"] for h in hits["results"]} == {v["id"] for v in videos}  # every ingester's videos
         assert (tmp_path / "server" / "index" / "CURRENT").exists()
     finally:
         process.terminate()
