@@ -11,6 +11,7 @@ run of ``bench/ingest.py`` (a child process from start to exit, the ``demo`` che
 - no seeking over stretches without samples (``seek_gaps`` off),
 - slice threads only (``frame_threads`` off),
 - whole frames converted to RGB and resized by torch (``scale_in_decoder`` off),
+- long files decoded whole by one process (``segment_clips`` 0) instead of in segments of 48 clips,
 - the decord reader,
 - one decoding process (instead of one per core),
 - and, with ``--baseline-commit``, the pipeline of that commit (a git worktree of this repository; the
@@ -43,6 +44,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no seeking over gaps": {"decode_steps": {"seek_gaps": False}},
     "slice threads only": {"decode_steps": {"frame_threads": False}},
     "whole frames resized by torch": {"scale_in_decoder": False},
+    "long files whole (no segments)": {"segment_clips": 0},
     "decord reader": {"backend": "decord"},
     "one decoding process": {"workers": 1},
 }
