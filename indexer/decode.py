@@ -144,17 +144,8 @@ def decode_video(
     if segment is not None:
         yield from _decode_segment(path, spec, segment)
         return
-    started = time.perf_counter()
-    try:
-        stat = os.stat(path)
-        probed = Probed(path, "ok", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        probed.content_hash = sha256_of_file(path)
-    except OSError as exc:
-        yield Probed(path, "failed", error=f"cannot read the file: {exc.strerror or exc}")
-        return
-    probed.timings["hash"] = time.perf_counter() - started
-    if known_hash is not None and probed.content_hash == known_hash:
-        probed.status = "unchanged"
+    probed = hash_file(path, known_hash)
+    if probed.status != "ok":
         yield probed
         return
     from model.video import VideoReader
@@ -175,6 +166,22 @@ def decode_video(
         probed.timings["open"] = reader.timings.get("open", 0.0)
         yield probed
         yield from _decode_chunks(reader, probed.windows, first, spec)
+
+
+def hash_file(path: str, known_hash: str | None) -> Probed:
+    """The file's size, mtime and content hash: ``ok`` to decode, ``unchanged`` when the hash is
+    ``known_hash``, ``failed`` when it cannot be read."""
+    started = time.perf_counter()
+    try:
+        stat = os.stat(path)
+        probed = Probed(path, "ok", size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        probed.content_hash = sha256_of_file(path)
+    except OSError as exc:
+        return Probed(path, "failed", error=f"cannot read the file: {exc.strerror or exc}")
+    probed.timings["hash"] = time.perf_counter() - started
+    if known_hash is not None and probed.content_hash == known_hash:
+        probed.status = "unchanged"
+    return probed
 
 
 def _decode_segment(path: str, spec: DecodeSpec, segment: Segment) -> Iterator[DecodedChunk | DecodeFailed]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import importlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,13 +22,12 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from model.files import sha256_of_file
 from model.video import sample_times
 from model.video_frames import HD_MIN_HEIGHT, display_size, resize_plan
 from model.video_pyav import TIME_EPS, frame_rate
 
 from .clips import clip_windows
-from .decode import DecodedChunk, DecodedClip, DecodeSpec, Probed, jpeg_thumbnail
+from .decode import DecodedChunk, DecodedClip, DecodeSpec, hash_file, jpeg_thumbnail
 from .workers import Event
 
 log = logging.getLogger(__name__)
@@ -158,17 +156,9 @@ def decode_on_device(
     """``decode.decode_video`` with frames decoded by ``source`` and converted on ``device``."""
     stream = source(path)  # before hashing: a file this path cannot do goes to the CPU at once
     try:
-        started = time.perf_counter()
-        try:
-            stat = os.stat(path)
-            probed = Probed(path, "ok", size=stat.st_size, mtime_ns=stat.st_mtime_ns, decoder="nvdec")
-            probed.content_hash = sha256_of_file(path)
-        except OSError as exc:
-            yield Probed(path, "failed", error=f"cannot read the file: {exc.strerror or exc}")
-            return
-        probed.timings["hash"] = time.perf_counter() - started
-        if known_hash is not None and probed.content_hash == known_hash:
-            probed.status = "unchanged"
+        probed = hash_file(path, known_hash)
+        probed.decoder = "" if probed.status == "failed" else "nvdec"
+        if probed.status != "ok":
             yield probed
             return
         started = time.perf_counter()
