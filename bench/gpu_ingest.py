@@ -68,7 +68,8 @@ def make_data(folder: Path) -> None:
     from model.media import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
-    spec = DecodeSpec(num_frames=NUM_FRAMES, preprocess=FramePreprocess(IMAGE_SIZE))
+    # whole files (no segments), as NVDEC decodes them
+    spec = DecodeSpec(num_frames=NUM_FRAMES, preprocess=FramePreprocess(IMAGE_SIZE), segment_clips=0)
     facts, frames = {}, {}
     for seed, (name, (width, height, fps, seconds, options)) in enumerate(FILES.items()):
         if "sample_aspect_ratio" in options:
@@ -103,7 +104,7 @@ def embed(encoder: Any, frames: torch.Tensor) -> torch.Tensor:
 
 def parity(data: Path, encoder: Any, reference: dict[str, Any]) -> dict[str, Any]:
     """Each file through the GPU path against the CPU path's probe and frames."""
-    spec = DecodeSpec(num_frames=NUM_FRAMES, preprocess=encoder.preprocess)
+    spec = DecodeSpec(num_frames=NUM_FRAMES, preprocess=encoder.preprocess, segment_clips=0)
     frames = np.load(data / "reference.npz")
     out: dict[str, Any] = {}
     for name, facts in reference["files"].items():

@@ -545,7 +545,9 @@ def synthetic_main(args: argparse.Namespace) -> None:
         return summary
 
     def encoder_only(encoder: Any, videos: list[Path]) -> tuple[float, int]:
-        spec = DecodeSpec(num_frames=encoder.num_frames, preprocess=encoder.preprocess, chunk_clips=10_000)
+        spec = DecodeSpec(
+            num_frames=encoder.num_frames, preprocess=encoder.preprocess, chunk_clips=10_000, segment_clips=0
+        )
         clips = _decode_for_encoder(videos, spec)
         started = time.perf_counter()
         for begin in range(0, len(clips), args.batch_size):
