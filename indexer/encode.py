@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +40,22 @@ def share_cores(device: torch.device, decoding: int) -> None:
     wanted = max(1, (os.cpu_count() or 1) - decoding)
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
+
+
+@contextlib.contextmanager
+def cores_restored(device: torch.device) -> Iterator[None]:
+    """Put torch's thread count back as it was once ``share_cores`` is done with it: an ingest run inside
+    a longer process (a notebook, the tests) must not leave its encoder's share behind."""
+    if device.type != "cpu":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def encode_clips(encoder: VideoTextEncoder, clips: Sequence[DecodedClip]) -> np.ndarray:

@@ -32,7 +32,7 @@ from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
 from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, Segment, decode_video
-from .encode import encode_clips, share_cores
+from .encode import cores_restored, encode_clips, share_cores
 from .ray_runner import RayOptions
 from .runs import RunCounts, finish_run, start_run
 from .settings import Settings
@@ -216,7 +216,8 @@ class _Ingestion:
             if self.options.ray is not None and self.cluster is not None:
                 ray_runner.run(self, self.options.ray, self.cluster)
             else:
-                self._loop()
+                with cores_restored(self.encoder.device):
+                    self._loop()
             self.bar.close()
             if self.options.publish:
                 summary.index = sync_index(

@@ -358,6 +358,20 @@ def test_a_long_file_is_split_into_segments_that_workers_decode_at_once(
     assert verify_index(catalog(settings), settings.index_dir).ok
 
 
+def test_an_ingest_leaves_torchs_thread_count_as_it_found_it(tmp_path, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
+    """The encoder takes the cores the decoders leave while it runs (``share_cores``); a process that goes on
+    (a notebook, a service, these tests) gets its own setting back."""
+    folder = tmp_path / "videos"
+    write_small_corpus(folder, 3)
+    before = torch.get_num_threads()
+    torch.set_num_threads(7)
+    try:
+        run_ingest(make_settings(tmp_path, tiny_checkpoint), [folder], tiny_encoder, workers=2, batch_size=1)
+        assert torch.get_num_threads() == 7
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_data_dir_copy_is_self_contained(tmp_path, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
     """The catalog holds the embeddings: a copy of the data directory without its index rebuilds it."""
     folder = tmp_path / "videos"
