@@ -147,14 +147,12 @@ def ingest(
 
     if not paths and manifest is None:
         raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
-    ray_options, driver_decoder = None, decoder
+    ray_options = None
     if ray:
         import_ray()  # says how to install it when missing
-        # the cluster's nodes decode and encode (on `device`, or its GPUs when none is named; `decoder` chosen
-        # there); this process only plans
-        decoders = ray_decoders or workers or None
-        ray_options = RayOptions(ray_address, decoders, ray_encoders, device, decoder)
-        device, driver_decoder = "cpu", "cpu"
+        # the cluster's nodes decode and encode (on `device`, or its GPUs when none is named); this process plans
+        ray_options = RayOptions(ray_address, ray_decoders or workers or None, ray_encoders, device)
+        device = "cpu"
     settings = _settings(data_dir=data_dir, database_url=database_url, checkpoint=checkpoint, device=device)
     check_device(settings.device)
     try:
@@ -175,7 +173,7 @@ def ingest(
         publish=publish,
         switch_checkpoint=switch_checkpoint,
         progress=progress,
-        decoder=driver_decoder,
+        decoder=decoder,
         nvdec_sessions=nvdec_sessions,
         ray=ray_options,
     )

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -62,7 +60,9 @@ class IngestOptions:
     publish: bool = True  # publish the index at the end (sharded ingesters leave it to `tvr index rebuild`)
     switch_checkpoint: bool = False  # re-encode videos of another checkpoint instead of refusing
     progress: bool | None = None  # a progress bar; None: only on a terminal
-    decoder: str = "auto"  # "cpu": worker processes; "nvdec": NVDEC in this process (nvdec.py); "auto": nvdec if it can
+    decoder: str = (
+        "auto"  # "cpu": worker processes (Ray tasks); "nvdec": NVDEC where the encoder is; "auto": nvdec if it can
+    )
     nvdec_sessions: int = 4  # files NVDEC decodes at once (threads)
     gpu_decode: nvdec.GpuDecodeFn | None = None  # the NVDEC pool's decode function (tests stand a fake in)
     ray: RayOptions | None = None  # decode and encode on a Ray cluster (ray_runner.py) instead of this machine
@@ -151,7 +151,12 @@ class _Ingestion:
         self.writes = make_sessionmaker(writer)
         self.reads = make_sessionmaker(reader)
         self.checkpoint_id = encoder.checkpoint_id
-        self.decoder = nvdec.choose_decoder(options.decoder, encoder.device, injected=options.gpu_decode is not None)
+        # on Ray, the cluster's encoder actors choose (ray_runner); here, this process's encoder
+        self.decoder = (
+            None
+            if options.ray
+            else nvdec.choose_decoder(options.decoder, encoder.device, injected=options.gpu_decode is not None)
+        )
         self.spec = DecodeSpec(
             num_frames=encoder.num_frames,
             preprocess=encoder.preprocess,
@@ -192,9 +197,7 @@ class _Ingestion:
         plan = planning.plan(self.reads, sources, self.checkpoint_id)
         records.update_descriptions(self.writes, plan.descriptions)
         summary.skipped = plan.unchanged
-        # largest first: a long file started last would decode alone at the end of the run
-        todo = sorted(plan.todo, key=lambda item: _size(item[0].path), reverse=True)
-        self.waiting.extend(_Job(source, known_hash) for source, known_hash in todo)
+        self.waiting.extend(_Job(source, known_hash) for source, known_hash in plan.todo)
         log.info(
             "ingest run %d: %d videos (%d unchanged, %d to do), %d other files ignored, checkpoint %s",
             summary.run_id,
@@ -418,10 +421,3 @@ class _Ingestion:
             self.bar.set_postfix(
                 clips=self.summary.clips, hours=f"{hours:.2f}", failed=len(self.summary.failed), refresh=False
             )
-
-
-def _size(path: str | Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:  # gone or unreadable: the decoder says so in its turn
-        return 0

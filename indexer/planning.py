@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 class Plan:
     """The work of a run."""
 
-    todo: list[tuple[Source, str | None]] = field(default_factory=list)  # (source, catalog hash if current)
+    todo: list[tuple[Source, str | None]] = field(
+        default_factory=list
+    )  # (source, catalog hash if current); largest first
     unchanged: int = 0  # indexed with this checkpoint, same size and mtime
     # (video id, title, metadata) of unchanged videos whose manifest row brings a new title or metadata
     descriptions: list[tuple[int, str | None, dict[str, Any]]] = field(default_factory=list)
@@ -88,6 +90,7 @@ def plan(reads: sessionmaker[Session], sources: Sequence[Source], checkpoint_id:
     with read_snapshot(reads) as session:
         rows = videos_by_path(session, [str(s.path) for s in sources])
     result = Plan()
+    sizes: dict[str, int] = {}
     for source in sources:
         row = rows.get(str(source.path))
         current = row is not None and row.status == VideoStatus.indexed and row.checkpoint_id == checkpoint_id
@@ -108,4 +111,7 @@ def plan(reads: sessionmaker[Session], sources: Sequence[Source], checkpoint_id:
                 result.descriptions.append((row.id, source.title, source.metadata))
             continue
         result.todo.append((source, row.content_hash if current and row is not None else None))
+        sizes[str(source.path)] = stat.st_size if stat is not None else 0
+    # largest first: a long file started last would decode alone at the end of the run
+    result.todo.sort(key=lambda item: sizes[str(item[0].path)], reverse=True)
     return result

@@ -61,7 +61,6 @@ class RayOptions:
     decoders: int | None = None  # files decoded at once (default: the cluster's CPUs less the encoders')
     encoders: int | None = None  # encoder actors (default: one per GPU, else one)
     device: str | None = None  # encoders' device: None picks cuda when the cluster has GPUs, else cpu
-    decoder: str = "auto"  # "cpu": CPU tasks; "nvdec": in the GPU encoder actors; "auto": nvdec if they can
 
 
 @dataclass
@@ -254,7 +253,9 @@ def run(ingestion: _Ingestion, options: RayOptions, cluster: Cluster) -> None:
     actors: list[Any] = []
     try:
         actors = _start_encoders(ray, ingestion, cluster, kill_hook)
-        _Driver(ray, ingestion, cluster, actors, kill_hook).run(options.decoder)
+        _Driver(ray, ingestion, cluster, actors, kill_hook).run(
+            ingestion.options.decoder
+        )  # cpu: CPU tasks; nvdec: in the GPU actors
     finally:
         for actor in actors:  # a cluster joined lives on: free its resources now, even after an error
             with contextlib.suppress(Exception):  # never hide the error that ended the run
