@@ -70,6 +70,8 @@ class Video(Base):
     path: Mapped[str] = mapped_column(String(4096), unique=True)  # absolute, resolved
     content_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the file's bytes
     title: Mapped[str | None] = mapped_column(Text)
+    # the named collection the video belongs to (``[a-z0-9][a-z0-9_-]{0,63}``); searches may keep to some
+    collection: Mapped[str] = mapped_column(String(64), default="default", server_default="default", index=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)  # from the manifest
     duration: Mapped[float | None] = mapped_column(Float)  # seconds
     fps: Mapped[float | None] = mapped_column(Float)

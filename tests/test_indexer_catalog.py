@@ -105,7 +105,7 @@ def test_server_catalog_needs_an_explicit_upgrade(postgres_url: str, tmp_path: P
         open_catalog(settings)
     result = CliRunner().invoke(app, ["db", "upgrade", "--database-url", postgres_url])
     assert result.exit_code == 0, result.output
-    assert "empty -> 0004" in result.output and "tvr@" in result.output
+    assert "empty -> 0005" in result.output and "tvr@" in result.output
     open_catalog(settings).dispose()
 
 
