@@ -64,6 +64,18 @@ class ServiceSettings(Settings):
     periodic check syncs it anyway; each sync rewrites the whole index, so not at every check. 0 syncs at
     every check that finds a difference."""
     log_format: Literal["json", "text"] = "json"
+    example_max_image_bytes: int = Field(20_000_000, ge=1)
+    """Largest image a search by example accepts (bytes, counted while the upload streams: 413 beyond)."""
+    example_max_image_pixels: int = Field(40_000_000, ge=1)
+    """Most pixels (width x height, as the image's header declares them, checked before decoding) of an
+    example image: larger ones are refused with a 422 (decompression bombs)."""
+    example_max_video_bytes: int = Field(100_000_000, ge=1)
+    """Largest example video accepted (bytes, counted while the upload streams: 413 beyond)."""
+    example_max_video_s: float = Field(60.0, gt=0, le=3600)
+    """Longest example video accepted (seconds, as its container declares them): longer ones get a 422."""
+    example_timeout_s: float = Field(60.0, gt=0, le=3600)
+    """Longest the examples' encoding process may work on one image or video (after it has loaded the
+    encoder): past it the process is killed and restarted, and the request gets a 503 saying so."""
 
     @property
     def query_precision(self) -> Literal["float32", "bfloat16", "int8"]:
