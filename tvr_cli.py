@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 # Modules with a ``register(app)`` function; a package that is not built yet is simply absent.
-COMMAND_MODULES = ("model.cli", "model.train.cli", "indexer.cli", "service.cli")
+COMMAND_MODULES = ("model.cli", "model.train.cli", "indexer.cli", "indexer.collection_cli", "service.cli")
 
 # Exceptions that describe a user's mistake in their own words ("module:Class"). They are looked up only
 # among the modules already imported, since an exception of a module that was never imported cannot occur.

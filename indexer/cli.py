@@ -1,10 +1,12 @@
-"""``tvr ingest``, ``tvr delete``, ``tvr index stats|verify|rebuild`` and ``tvr db upgrade``.
+"""``tvr ingest``, ``tvr delete``, ``tvr index stats|verify|rebuild`` and ``tvr db upgrade``; ``tvr collection``
+is in ``collection_cli``.
 
 Heavy libraries (torch, faiss, SQLAlchemy) are imported inside the commands so ``tvr --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -35,6 +37,7 @@ DatabaseUrlOption = Annotated[
         show_default=False,
     ),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object.")]
 
 index_app = typer.Typer(help="Inspect, check and rebuild the vector index.", no_args_is_help=True)
 db_app = typer.Typer(help="The catalog database.", no_args_is_help=True)
@@ -68,7 +71,17 @@ def ingest(
     ] = None,
     manifest: Annotated[
         Path | None,
-        typer.Option(help="CSV or JSONL manifest: path, optional title and metadata per row.", show_default=False),
+        typer.Option(
+            help="CSV or JSONL manifest: path, optional title, collection and metadata per row.", show_default=False
+        ),
+    ] = None,
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            help="The collection the videos go to (moving indexed ones there without re-encoding); a manifest "
+            "row's collection wins. Default: new videos go to 'default', known ones stay where they are.",
+            show_default=False,
+        ),
     ] = None,
     checkpoint: Annotated[
         str | None,
@@ -138,6 +151,7 @@ def ingest(
     (listed, recorded in the catalog and retried by the next run); 1 when an error stopped the run.
     """
     from .clips import ClipPolicy
+    from .collections import check_collection_name
     from .encode import check_device
     from .errors import IndexerError
     from .pipeline import IngestOptions, default_workers
@@ -147,6 +161,8 @@ def ingest(
 
     if not paths and manifest is None:
         raise IndexerError("nothing to ingest: give video files or folders, or --manifest FILE")
+    if collection is not None:
+        check_collection_name(collection, "--collection")
     ray_options = None
     if ray:
         import_ray()  # says how to install it when missing
@@ -159,7 +175,7 @@ def ingest(
         policy = ClipPolicy(single_max=single_clip_max, window=window, stride=stride)
     except ValueError as exc:
         raise IndexerError(f"clip options: {exc}") from None
-    discovery = discover(paths or [], manifest)
+    discovery = discover(paths or [], manifest, collection)
     if shard is not None:
         index, count = parse_shard(shard)
         before = len(discovery.sources)
@@ -180,6 +196,7 @@ def ingest(
     args = {
         "paths": [str(p) for p in paths or []],
         "manifest": str(manifest) if manifest else None,
+        "collection": collection,
         "checkpoint": settings.checkpoint,
         "device": settings.device,
         "batch_size": batch_size,
@@ -197,6 +214,8 @@ def ingest(
         f"ignored {summary.ignored} non-video files; {summary.clips} clips in {summary.seconds:.1f} s "
         f"({rate:.2f} videos/s)"
     )
+    if summary.moved:
+        typer.echo(f"moved {summary.moved} unchanged videos to another collection")
     for path, reason in summary.failed:
         typer.echo(f"  failed: {path}: {reason}")
     if summary.index is not None:
@@ -220,13 +239,19 @@ def delete(
 ) -> None:
     """Remove videos with their clips, embeddings and thumbnails, and republish the index."""
     from .records import delete_videos
-    from .sync import sync_index
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
     removed = delete_videos(_sessions(settings, writer=True), videos)
-    meta = sync_index(_sessions(settings), settings.index_dir)
     for video in removed:
         typer.echo(f"deleted video {video.id}: {video.path}")
+    republish(settings)
+
+
+def republish(settings: Settings) -> None:
+    """Bring the published index in line with the catalog after a delete, and say which version holds it."""
+    from .sync import sync_index
+
+    meta = sync_index(_sessions(settings), settings.index_dir)
     if meta is not None:
         typer.echo(f"index v{meta.version:06d}: {meta.vector_count} vectors")
 
@@ -236,20 +261,26 @@ def delete(
 
 @index_app.command("stats")
 def index_stats(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+    as_json: JsonOption = False,
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:
-    """Counts of videos, clips, vectors and failures; the published version, factory and checkpoint."""
+    """Counts of videos, clips, vectors and failures; the published version, factory and checkpoint; indexed
+    videos, clips and hours per collection."""
+    from .collection_cli import collection_rows, print_collections
     from .sync import index_stats as stats_of
 
     settings = _settings(data_dir=data_dir, database_url=database_url)
-    stats = stats_of(_sessions(settings), settings.index_dir)
+    sessions = _sessions(settings)
+    stats = stats_of(sessions, settings.index_dir)
+    collections = collection_rows(sessions)
     if as_json:
-        typer.echo(json.dumps(stats))
+        typer.echo(json.dumps({**stats, "collections": [dataclasses.asdict(row) for row in collections]}))
         return
     for key, value in stats.items():
         typer.echo(f"{key:<11} {'-' if value is None else value}")
+    typer.echo("")
+    print_collections(collections)
 
 
 @index_app.command("verify")

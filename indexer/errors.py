@@ -21,3 +21,7 @@ class IndexStoreError(IndexerError):
 
 class CheckpointMismatchError(IndexerError):
     """Vectors of one checkpoint would be mixed with vectors of another in one index."""
+
+
+class CollectionError(IndexerError):
+    """A collection name that breaks the naming rule, or a collection that is missing or already taken."""

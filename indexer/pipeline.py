@@ -75,6 +75,7 @@ class IngestSummary:
     ignored: int
     indexed: int = 0
     skipped: int = 0
+    moved: int = 0  # unchanged videos moved to another collection (counted in ``skipped`` too)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     clips: int = 0
     video_seconds: float = 0.0  # duration of the videos indexed
@@ -195,7 +196,7 @@ class _Ingestion:
             self.writes, checkpoint_id=self.checkpoint_id, args=args, discovered=len(sources), ignored=summary.ignored
         )
         plan = planning.plan(self.reads, sources, self.checkpoint_id)
-        records.update_descriptions(self.writes, plan.descriptions)
+        summary.moved = records.update_descriptions(self.writes, plan.descriptions)
         summary.skipped = plan.unchanged
         self.waiting.extend(_Job(source, known_hash) for source, known_hash in plan.todo)
         log.info(
@@ -334,7 +335,9 @@ class _Ingestion:
             self.fail(job, probed.error or "unknown error")
             return
         if probed.status == "unchanged":
-            self._timed_commit(records.record_unchanged, self.writes, probed)
+            source = job.source
+            description = records.Description(source.title, source.metadata, source.collection)
+            self.summary.moved += self._timed_commit(records.record_unchanged, self.writes, probed, description)
             self._finish(job, "skipped")
             return
         count = len(probed.windows)
@@ -377,6 +380,7 @@ class _Ingestion:
             embeddings=job.embeddings,
             thumbnails=job.thumbnails,
             checkpoint_id=self.checkpoint_id,
+            collection=job.source.collection,
         )
         outcome = self._timed_commit(records.record_indexed, self.writes, item)
         if outcome == "indexed":
@@ -397,6 +401,7 @@ class _Ingestion:
             job.probed if job.probed is not None and job.probed.content_hash else None,
             job.source.title,
             job.source.metadata,
+            job.source.collection,
         )
         self.summary.failed.append((str(job.source.path), reason))
         self._finish(job, "failed")

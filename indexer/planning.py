@@ -12,7 +12,6 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +20,7 @@ from .catalog import VideoStatus
 from .db import read_snapshot
 from .errors import CheckpointMismatchError
 from .queries import indexed_checkpoints, indexed_paths_of_other_checkpoints, videos_by_path
+from .records import Description
 from .sources import Source
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ class Plan:
         default_factory=list
     )  # (source, catalog hash if current); largest first
     unchanged: int = 0  # indexed with this checkpoint, same size and mtime
-    # (video id, title, metadata) of unchanged videos whose manifest row brings a new title or metadata
-    descriptions: list[tuple[int, str | None, dict[str, Any]]] = field(default_factory=list)
+    # (video id, what to apply) of unchanged videos given a new title, metadata or collection: no re-encoding
+    descriptions: list[tuple[int, Description]] = field(default_factory=list)
 
 
 def with_checkpoint_switch(
@@ -107,8 +107,9 @@ def plan(reads: sessionmaker[Session], sources: Sequence[Source], checkpoint_id:
             result.unchanged += 1
             new_title = source.title is not None and source.title != row.title
             new_meta = bool(source.metadata) and {**(row.meta or {}), **source.metadata} != (row.meta or {})
-            if new_title or new_meta:
-                result.descriptions.append((row.id, source.title, source.metadata))
+            moved = source.collection is not None and source.collection != row.collection
+            if new_title or new_meta or moved:
+                result.descriptions.append((row.id, Description(source.title, source.metadata, source.collection)))
             continue
         result.todo.append((source, row.content_hash if current and row is not None else None))
         sizes[str(source.path)] = stat.st_size if stat is not None else 0

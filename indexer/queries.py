@@ -142,6 +142,7 @@ def videos_by_path(session: Session, paths: Sequence[str]) -> dict[str, Row[Any]
                 Video.mtime_ns,
                 Video.title,
                 Video.meta,
+                Video.collection,
             ).where(Video.path.in_(paths[begin : begin + IN_CHUNK]))
         )
         found.update({row.path: row for row in rows})

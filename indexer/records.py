@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 3
 
 
+@dataclass(frozen=True)
+class Description:
+    """What a run says of a video besides its file: a manifest's title and metadata (merged into the row's),
+    and its collection (None keeps the row's; a new row's is ``default``)."""
+
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    collection: str | None = None
+
+
 @dataclass
 class EncodedVideo:
     """A video ready to commit: what the worker found and the encoder's vectors, one per window."""
@@ -42,6 +52,7 @@ class EncodedVideo:
     embeddings: np.ndarray  # float32 (clips, E)
     thumbnails: list[bytes]
     checkpoint_id: str
+    collection: str | None = None  # None: where the row is (a new row: ``default``)
 
 
 def record_indexed(sessions: sessionmaker[Session], item: EncodedVideo) -> Literal["indexed", "unchanged"]:
@@ -59,6 +70,7 @@ def record_indexed(sessions: sessionmaker[Session], item: EncodedVideo) -> Liter
                     and video.content_hash == probed.content_hash
                     and video.checkpoint_id == item.checkpoint_id
                 ):
+                    describe(video, Description(item.title, item.metadata, item.collection))
                     return "unchanged"
                 if video is None:
                     video = Video(path=probed.path, meta={}, attempts=0)
@@ -67,10 +79,7 @@ def record_indexed(sessions: sessionmaker[Session], item: EncodedVideo) -> Liter
                 else:
                     session.execute(delete(Clip).where(Clip.video_id == video.id))
                 _set_file_facts(video, probed)
-                if item.title is not None:
-                    video.title = item.title
-                if item.metadata:
-                    video.meta = {**(video.meta or {}), **item.metadata}
+                describe(video, Description(item.title, item.metadata, item.collection))
                 video.status, video.error = VideoStatus.indexed, None
                 video.checkpoint_id, video.indexed_at = item.checkpoint_id, utcnow()
                 video.attempts = (video.attempts or 0) + 1
@@ -107,6 +116,7 @@ def record_failed(
     probed: Probed | None = None,
     title: str | None = None,
     metadata: dict[str, Any] | None = None,
+    collection: str | None = None,
 ) -> None:
     """Mark a video failed with its reason and drop any clips it had (they describe other content)."""
     for attempt in range(CONFLICT_RETRIES):
@@ -121,10 +131,7 @@ def record_failed(
                     session.execute(delete(Clip).where(Clip.video_id == video.id))
                 if probed is not None:
                     _set_file_facts(video, probed)
-                if title is not None:
-                    video.title = title
-                if metadata:
-                    video.meta = {**(video.meta or {}), **metadata}
+                describe(video, Description(title, metadata or {}, collection))
                 video.status, video.error = VideoStatus.failed, error
                 video.checkpoint_id, video.indexed_at = None, None
                 video.attempts = (video.attempts or 0) + 1
@@ -135,30 +142,42 @@ def record_failed(
         return
 
 
-def record_unchanged(sessions: sessionmaker[Session], probed: Probed) -> None:
+def record_unchanged(sessions: sessionmaker[Session], probed: Probed, description: Description | None = None) -> bool:
     """The file was touched but its bytes are the same: remember the new size/mtime so the next run skips it
-    without hashing."""
+    without hashing, and apply ``description``. True when that moved it to another collection."""
     with session_scope(sessions) as session:
         video = _locked_video(session, probed.path)
-        if video is not None:
-            video.size, video.mtime_ns = probed.size, probed.mtime_ns
+        if video is None:
+            return False
+        video.size, video.mtime_ns = probed.size, probed.mtime_ns
+        return describe(video, description or Description())
 
 
-def update_descriptions(
-    sessions: sessionmaker[Session], items: Sequence[tuple[int, str | None, dict[str, Any]]]
-) -> None:
-    """New titles/metadata from a manifest for videos that are otherwise unchanged."""
+def update_descriptions(sessions: sessionmaker[Session], items: Sequence[tuple[int, Description]]) -> int:
+    """New titles, metadata or collections for videos that are otherwise unchanged (video id, description):
+    one transaction; returns how many moved to another collection. Each changed row's ``updated_at`` moves
+    on, which is how a server notices."""
     if not items:
-        return
+        return 0
+    moved = 0
     with session_scope(sessions) as session:
-        for video_id, title, metadata in items:
+        for video_id, description in items:
             video = session.get(Video, video_id)
-            if video is None:
-                continue
-            if title is not None:
-                video.title = title
-            if metadata:
-                video.meta = {**(video.meta or {}), **metadata}
+            if video is not None:
+                moved += describe(video, description)
+    return moved
+
+
+def describe(video: Video, description: Description) -> bool:
+    """Apply ``description`` to a catalog row; True when it moves the row to another collection."""
+    if description.title is not None:
+        video.title = description.title
+    if description.metadata:
+        video.meta = {**(video.meta or {}), **description.metadata}
+    moved = description.collection is not None and description.collection != video.collection
+    if description.collection is not None:
+        video.collection = description.collection
+    return moved
 
 
 def _locked_video(session: Session, path: str) -> Video | None:
@@ -205,7 +224,12 @@ def delete_videos(sessions: sessionmaker[Session], refs: Sequence[str]) -> list[
         videos, missing = find_videos(session, refs)
         if missing:
             raise IndexerError(f"no such video: {', '.join(missing)} (give a video id or its path)")
-        ids = [v.id for v in videos]
-        session.execute(delete(Clip).where(Clip.video_id.in_(ids)))
-        session.execute(delete(Video).where(Video.id.in_(ids)))  # clips and thumbnails cascade
+        delete_where(session, Video.id.in_([v.id for v in videos]))
     return videos
+
+
+def delete_where(session: Session, condition: ColumnElement[bool]) -> None:
+    """Delete the videos matching ``condition`` (on ``Video`` columns) with their clips, embeddings and
+    thumbnails, in the caller's transaction. The caller republishes the index (``sync.sync_index``)."""
+    session.execute(delete(Clip).where(Clip.video_id.in_(select(Video.id).where(condition))))
+    session.execute(delete(Video).where(condition))  # clips and thumbnails cascade

@@ -13,9 +13,11 @@ from typing import Any
 
 from model.files import jsonl_objects
 
+from .collections import check_collection_name
 from .errors import IndexerError, ManifestError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
+MANIFEST_FIELDS = ("path", "title", "collection", "metadata")  # a row's other columns or keys are metadata
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Source:
     path: Path
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    collection: str | None = None  # None: a known video stays where it is, a new one goes to ``default``
 
 
 @dataclass
@@ -43,11 +46,14 @@ def is_video_name(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def discover(paths: Iterable[str | Path], manifest: str | Path | None = None) -> Discovery:
+def discover(
+    paths: Iterable[str | Path], manifest: str | Path | None = None, collection: str | None = None
+) -> Discovery:
     """Sources from files and folders (recursive, video suffixes only) and a manifest, each path once.
 
     A file named on the command line or in a manifest is always attempted, whatever its suffix: if it is not
-    a video, ingestion records it as failed. A manifest's title and metadata win over a bare listing.
+    a video, ingestion records it as failed. A manifest's title, metadata and collection win over a bare
+    listing; ``collection`` (a checked name) is that of every source whose manifest row names none.
     """
     found: dict[Path, Source] = {}
     ignored: list[Path] = []
@@ -59,6 +65,7 @@ def discover(paths: Iterable[str | Path], manifest: str | Path | None = None) ->
             return
         known.title = source.title or known.title
         known.metadata = {**known.metadata, **source.metadata}
+        known.collection = source.collection or known.collection
 
     for raw in paths:
         path = Path(raw).expanduser()
@@ -76,6 +83,9 @@ def discover(paths: Iterable[str | Path], manifest: str | Path | None = None) ->
         for source in read_manifest(manifest):
             add(source)
     ignored = [p for p in ignored if canonical(p) not in found]  # also named explicitly: not ignored
+    if collection is not None:
+        for source in found.values():
+            source.collection = source.collection or collection
     return Discovery(sorted(found.values(), key=lambda s: str(s.path)), sorted(ignored))
 
 
@@ -88,9 +98,9 @@ def _walk(folder: Path) -> list[Path]:
 
 
 def read_manifest(manifest: str | Path) -> list[Source]:
-    """Rows of a CSV (header with ``path``, optional ``title``, ``metadata`` as JSON, other columns into
-    metadata) or JSONL manifest (objects with ``path``, optional ``title`` and ``metadata``, other keys into
-    metadata). Relative paths are relative to the manifest's folder."""
+    """Rows of a CSV (header with ``path``, optional ``title``, ``collection``, ``metadata`` as JSON, other
+    columns into metadata) or JSONL manifest (objects with ``path``, optional ``title``, ``collection`` and
+    ``metadata``, other keys into metadata). Relative paths are relative to the manifest's folder."""
     manifest = Path(manifest).expanduser()
     if not manifest.is_file():
         raise ManifestError(f"manifest {manifest}: no such file")
@@ -135,11 +145,18 @@ def _source(manifest: Path, where: str, row: dict[str, Any]) -> Source:
     metadata = row.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise ManifestError(f"{where}: 'metadata' must be an object, got {type(metadata).__name__}")
-    extra = {k: v for k, v in row.items() if k not in ("path", "title", "metadata") and v not in ("", None)}
+    collection = row.get("collection")
+    if collection in ("", None):
+        collection = None  # an empty cell: the run's --collection
+    elif not isinstance(collection, str):
+        raise ManifestError(f"{where}: 'collection' must be a string, got {type(collection).__name__}")
+    else:
+        collection = check_collection_name(collection, where)
+    extra = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS and v not in ("", None)}
     path = Path(raw.strip()).expanduser()
     if not path.is_absolute():
         path = manifest.parent / path
-    return Source(canonical(path), title, {**extra, **metadata})
+    return Source(canonical(path), title, {**extra, **metadata}, collection)
 
 
 # --- shards --------------------------------------------------------------------------------------------

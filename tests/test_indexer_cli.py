@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from tvr_cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-STATS_KEYS = {"videos", "clips", "vectors", "failed", "version", "factory", "checkpoint"}
+STATS_KEYS = {"videos", "clips", "vectors", "failed", "version", "factory", "checkpoint", "collections"}
 
 
 @pytest.fixture

@@ -220,7 +220,7 @@ def test_a_driver_killed_and_rerun_indexes_only_what_is_missing(
     write_small_corpus(folder, count)
     data_dir = tmp_path / "data"
     env = _env(data_dir, tiny_checkpoint, **ray_cluster)
-    args = ("ingest", str(folder), "--ray", "--batch-size", "1")
+    args = ("ingest", str(folder), "--ray", "--batch-size", "1", "--collection", "on-ray")
     driver = subprocess.Popen([*TVR, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while _indexed(data_dir) < 1:
@@ -239,7 +239,9 @@ def test_a_driver_killed_and_rerun_indexes_only_what_is_missing(
     _assert_each_video_once(data_dir, folder, clips_per_video=1)
     with _catalog(data_dir) as conn:
         runs = conn.execute("SELECT status FROM ingestion_runs ORDER BY id").fetchall()
+        collections = conn.execute("SELECT DISTINCT collection FROM videos").fetchall()
     assert runs == [("interrupted",), ("finished",)]
+    assert collections == [("on-ray",)]  # --collection reaches the driver's catalog writes, in both runs
     _verify(env)
 
 
