@@ -16,7 +16,7 @@ from . import errors
 from .deps import ReaderDep
 from .logs import AccessLog
 from .resources import EncoderFactory, Resources
-from .routes import admin, docs, ops, search, videos, web
+from .routes import admin, collections, docs, ops, search, videos, web
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def create_app(settings: ServiceSettings | None = None, *, encoder_factory: Enco
     app.state.resources = Resources(settings, encoder_factory)
     errors.install(app)
     app.add_middleware(AccessLog, metrics=app.state.resources.metrics)
-    for module in (search, videos, admin, ops, docs):  # catalog data, metrics and the API's schema
+    for module in (search, videos, collections, admin, ops, docs):  # catalog data, metrics and the API's schema
         app.include_router(module.router, dependencies=[ReaderDep])
     app.include_router(ops.health)
     app.include_router(web.router)  # the page itself holds no data: it asks for the read key when needed
