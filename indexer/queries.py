@@ -220,3 +220,23 @@ def embedding_dim(session: Session, clip_id: int) -> int:
     """The dimension of the catalog's embeddings, read off one clip."""
     blob = session.scalars(select(Clip.embedding).where(Clip.id == clip_id)).one()
     return len(blob) // 4
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    """A clip of an indexed video with its embedding (search by ``like=``)."""
+
+    clip_id: int
+    video_id: int
+    path: str
+    embedding: bytes  # float32, L2-normalised
+
+
+def clip_embedding(session: Session, clip_id: int) -> StoredClip | None:
+    """The clip's embedding when its video is indexed; None otherwise."""
+    row = session.execute(
+        select(Clip.id, Clip.video_id, Video.path, Clip.embedding)
+        .join(Video, Clip.video_id == Video.id)
+        .where(Clip.id == clip_id, Video.status == VideoStatus.indexed)
+    ).first()
+    return None if row is None else StoredClip(int(row[0]), int(row[1]), str(row[2]), bytes(row[3]))

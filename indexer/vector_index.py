@@ -6,6 +6,7 @@ Nothing here touches the disk; published versions live in ``store``. Indexes are
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -140,11 +141,89 @@ def search_parameters(
 
 
 def search(
-    index: faiss.Index, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    *,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    only: IdSet | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores, clip ids) per query row, best first; ids are -1 where fewer than ``k`` exist."""
+    """Top-``k`` (scores, clip ids) per query row, best first; ids are -1 where fewer than ``k`` exist.
+    ``only`` restricts the search to those ids (FAISS skips the others while it scans)."""
+    queries = _query_rows(index, queries)
+    params = search_parameters(index, nprobe=nprobe, ef_search=ef_search)
+    if only is not None:
+        if params is None:
+            params = (
+                faiss.SearchParametersIVF()
+                if isinstance(core_index(index), faiss.IndexIVF)
+                else faiss.SearchParameters()
+            )
+        params.sel = only.selector
+    return index.search(queries, int(k), params=params)
+
+
+def search_exactly_among(
+    index: faiss.Index, queries: np.ndarray, k: int, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` among ``ids`` by exhaustive scoring of their stored vectors (as the index holds them: an
+    IVF's codes are decoded), for when few ids match; same shape and padding as ``search``."""
+    queries = _query_rows(index, queries)
+    scores = queries @ reconstruct(index, ids).T
+    count = min(int(k), len(ids))
+    found_scores = np.full((len(queries), int(k)), -np.inf, dtype=np.float32)
+    found_ids = np.full((len(queries), int(k)), -1, dtype=np.int64)
+    if count == 0:
+        return found_scores, found_ids
+    top = (
+        np.argpartition(-scores, count - 1, axis=1)[:, :count]
+        if count < len(ids)
+        else np.tile(np.arange(len(ids)), (len(queries), 1))
+    )
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    found_scores[:, :count] = np.take_along_axis(top_scores, order, axis=1)
+    found_ids[:, :count] = ids[np.take_along_axis(top, order, axis=1)]
+    return found_scores, found_ids
+
+
+def reconstruct(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
+    """float32 [len(ids), d]: the vectors the index holds for these ids (``allow_reconstruct`` first)."""
+    if len(ids) == 0:
+        return np.empty((0, index.d), dtype=np.float32)
+    return index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64))
+
+
+def allow_reconstruct(index: faiss.Index) -> None:
+    """Let ``reconstruct`` read vectors by id: an IVF needs its direct map (8 bytes a vector, in memory;
+    the lists themselves stay memory-mapped and untouched)."""
+    inner = core_index(index)
+    if isinstance(inner, faiss.IndexIVF) and inner.direct_map.type == faiss.DirectMap.NoMap:
+        inner.make_direct_map()
+
+
+def _query_rows(index: faiss.Index, queries: np.ndarray) -> np.ndarray:
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     if queries.shape[1] != index.d:
         raise ValueError(f"queries have dimension {queries.shape[1]}, the index holds dimension {index.d}")
-    params = search_parameters(index, nprobe=nprobe, ef_search=ef_search)
-    return index.search(queries, int(k), params=params)
+    return queries
+
+
+class IdSet:
+    """A set of clip ids: a sorted array, and FAISS's search selector over it (a bitmap of one bit per id up
+    to the largest, made on first use)."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.unique(np.asarray(ids, dtype=np.int64))
+        self._bitmap: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @functools.cached_property
+    def selector(self) -> faiss.IDSelector:
+        bits = np.zeros(int(self.ids[-1]) + 1 if len(self.ids) else 1, dtype=bool)
+        bits[self.ids] = True
+        self._bitmap = np.packbits(bits, bitorder="little")  # kept alive: the selector points into it
+        return faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))

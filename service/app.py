@@ -67,4 +67,5 @@ def create_app(settings: ServiceSettings | None = None, *, encoder_factory: Enco
     app.include_router(web.router)  # the page itself holds no data: it asks for the read key when needed
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")
     docs.install(app)  # Swagger UI's files from the local package, not FastAPI's CDN
+    search.install_schemas(app)  # POST /search's two body types
     return app

@@ -1,6 +1,7 @@
 """Searches from concurrent requests answered together, in batches, on one thread.
 
-Requests call ``await batcher.search(texts, options, index)`` from the event loop. Each text becomes a job
+Requests call ``await batcher.search(inputs, options, index)`` from the event loop: each input is a text, or
+a ``QueryInput`` (an example's embedding, alone or mixed with a text). Each becomes a job
 on a queue that one task drains: it takes the first waiting job, gives others ``wait_s`` to arrive (while
 a batch is running they pile up anyway) and hands up to ``max_batch`` of them to the batcher's thread.
 There the texts missing from the LRU cache of embeddings are encoded in one call, and ``search_fn`` answers
@@ -64,9 +65,37 @@ class Query(Generic[Index, Options]):
     options: Options
 
 
+@dataclass(frozen=True)
+class QueryInput:
+    """What one search looks for: words, the embedding of an example (an image, a clip), or both; then the
+    query vector is ``example_weight`` of the example and the rest of the text, normalised again."""
+
+    text: str | None = None
+    example: np.ndarray | None = None  # float32 [dim], L2-normalised
+    example_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.text is None and self.example is None:
+            raise ValueError("a query needs a text or an example")
+
+
+class CannotMix(ValueError):
+    """A text and an example whose mixture is no direction at all."""
+
+
+def mixed(example: np.ndarray, text: np.ndarray, example_weight: float) -> np.ndarray:
+    """``example_weight`` of one unit vector and the rest of the other, L2-normalised (float32)."""
+    vector = example_weight * example.astype(np.float32) + (1.0 - example_weight) * text.astype(np.float32)
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-6:  # opposite vectors mixed half and half: nothing left to search for
+        raise CannotMix("the text and the example cancel out; change image_weight")
+    return (vector / norm).astype(np.float32)
+
+
 @dataclass
 class _Job:
-    key: str
+    key: str | None  # the text's cache key; None for an example alone
+    query: QueryInput
     index: Any
     options: Any
     future: asyncio.Future[Any]
@@ -144,12 +173,16 @@ class QueryBatcher(Generic[Index, Options, Result]):
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def search(self, texts: Sequence[str], options: Options, index: Index) -> list[Result]:
-        """One result per text, in order; ``SearchUnavailable`` after ``timeout_s`` without an answer."""
+    async def search(self, inputs: Sequence[str | QueryInput], options: Options, index: Index) -> list[Result]:
+        """One result per input, in order; ``SearchUnavailable`` after ``timeout_s`` without an answer."""
         if self._queue is None:
             raise RuntimeError("QueryBatcher.start() was not awaited")
         loop = asyncio.get_running_loop()
-        jobs = [_Job(cache_key(text), index, options, loop.create_future()) for text in texts]
+        queries = [QueryInput(text=item) if isinstance(item, str) else item for item in inputs]
+        jobs = [
+            _Job(cache_key(q.text) if q.text is not None else None, q, index, options, loop.create_future())
+            for q in queries
+        ]
         for job in jobs:
             self._queue.put_nowait(job)
         try:
@@ -219,19 +252,34 @@ class QueryBatcher(Generic[Index, Options, Result]):
     # --- the batcher's thread --------------------------------------------------------------------------------
 
     def _answer(self, batch: list[_Job]) -> list[Result | Exception]:
-        """One result or exception per job: embeddings (cached or encoded together), then one search_fn call;
-        what fails together is tried again one query at a time."""
-        vectors = self._vectors([job.key for job in batch])
+        """One result or exception per job: text embeddings (cached or encoded together) mixed with any
+        example, then one search_fn call; what fails together is tried again one query at a time."""
+        texts = self._vectors([job.key for job in batch if job.key is not None])
         answers: list[Result | Exception] = [Exception("unanswered")] * len(batch)
         queries: list[tuple[int, Query[Index, Options]]] = []
-        for i, (job, vector) in enumerate(zip(batch, vectors, strict=True)):
-            if isinstance(vector, Exception):
-                answers[i] = vector
+        for i, job in enumerate(batch):
+            try:
+                vector = self._query_vector(job, texts)
+            except Exception as exc:
+                answers[i] = exc
             else:
                 queries.append((i, Query(vector, job.index, job.options)))
         for (i, _), answer in zip(queries, self._searched([q for _, q in queries]), strict=True):
             answers[i] = answer
         return answers
+
+    @staticmethod
+    def _query_vector(job: _Job, texts: dict[str, np.ndarray | Exception]) -> np.ndarray:
+        text = texts[job.key] if job.key is not None else None
+        if isinstance(text, Exception):
+            raise text
+        example = job.query.example
+        if example is None:
+            assert text is not None
+            return text
+        if text is None:
+            return np.ascontiguousarray(example, dtype=np.float32)
+        return mixed(example, text, job.query.example_weight)
 
     def _searched(self, queries: list[Query[Index, Options]]) -> list[Result | Exception]:
         if not queries:
@@ -248,7 +296,7 @@ class QueryBatcher(Generic[Index, Options, Result]):
             log.warning("a batch of %d searches failed (%s); answering each alone", len(queries), exc)
             return [answer for query in queries for answer in self._searched([query])]
 
-    def _vectors(self, keys: list[str]) -> list[np.ndarray | Exception]:
+    def _vectors(self, keys: list[str]) -> dict[str, np.ndarray | Exception]:
         cache = self.cache
         found: dict[str, np.ndarray | Exception] = {}
         if cache is not None:
@@ -260,7 +308,7 @@ class QueryBatcher(Generic[Index, Options, Result]):
         self.metrics.query_cache.labels("miss").inc(len(keys) - hits)
         if missing:
             found.update(self._encoded(missing))
-        return [found[key] for key in keys]
+        return found
 
     def _encoded(self, texts: list[str]) -> dict[str, np.ndarray | Exception]:
         """Embeddings of ``texts`` in one encoder call; if that fails, each text alone, so only the texts

@@ -15,10 +15,9 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyCookie, APIKeyHeader
 from sqlalchemy.orm import Session
 
-from indexer.store import PublishedIndex
-
 from .access import Viewer
 from .resources import Resources
+from .search import ServedIndex
 from .settings import ServiceSettings
 
 KEY_COOKIE = "tvr_key"
@@ -38,12 +37,12 @@ async def get_settings(resources: ResourcesDep) -> ServiceSettings:
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 
 
-async def ready_index(resources: ResourcesDep) -> PublishedIndex:
+async def ready_index(resources: ResourcesDep) -> ServedIndex:
     """The index to answer with; 503 (NotReady) until the encoder, catalog and index are loaded."""
     return resources.require_ready()
 
 
-IndexDep = Annotated[PublishedIndex, Depends(ready_index)]
+IndexDep = Annotated[ServedIndex, Depends(ready_index)]
 
 
 def catalog_session(resources: ResourcesDep) -> Iterator[Session]:

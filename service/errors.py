@@ -42,6 +42,8 @@ def _where(loc: Sequence[Any]) -> str:
 def describe(error: dict[str, Any]) -> str:
     """One sentence for one pydantic error."""
     where, kind, ctx = _where(error.get("loc", ())), error.get("type", ""), error.get("ctx") or {}
+    if kind == "invalid":  # the service's own checks (search_params.invalid): the message is whole
+        return str(error.get("msg", "invalid"))
     if kind == "missing":
         return f"{where} is required"
     if kind == "json_invalid":

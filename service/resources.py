@@ -32,22 +32,28 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import store
+from indexer import store, vector_index
+from indexer.attributes import AttributesFingerprint, attributes_fingerprint, read_clip_attributes
 from indexer.errors import IndexerError
 from indexer.queries import Fingerprint, ids_fingerprint, indexed_clips_fingerprint
 from indexer.store import PublishedIndex
 from indexer.sync import sync_index
 
 from .batching import Query, QueryBatcher
+from .examples import ExampleEncoder
+from .filtering import ClipFilter
 from .jobs import Job, JobRunner
 from .metrics import Metrics
-from .search import SearchOptions, SearchResult, search
+from .search import SearchOptions, SearchResult, ServedIndex, search
 from .settings import ServiceSettings
 
 if TYPE_CHECKING:
     from model.protocols import VideoTextEncoder
 
 log = logging.getLogger(__name__)
+
+# What the periodic check compares: the indexed clips' ids, and the indexed videos' attributes (filters)
+CatalogState = tuple[Fingerprint, AttributesFingerprint]
 
 EncoderFactory = Callable[[ServiceSettings], "VideoTextEncoder"]
 RETRY_SECONDS = 5.0  # how often a service without catalog or index looks for them again
@@ -81,10 +87,10 @@ class CatalogWatch:
     Start-up and ``reload()`` sync at once and do not ask it."""
 
     max_lag_s: float
-    last_seen: Fingerprint | None = None  # the catalog's fingerprint at the previous check
+    last_seen: CatalogState | None = None  # the catalog's state at the previous check
     behind_since: float | None = None  # clock time of the first check that found the served index behind
 
-    def sync_reason(self, catalog: Fingerprint, served: Fingerprint | None, now: float) -> str | None:
+    def sync_reason(self, catalog: CatalogState, served: CatalogState | None, now: float) -> str | None:
         """Record one check; why to sync now, or None (in step, or still changing and not yet too stale)."""
         quiet, self.last_seen = catalog == self.last_seen, catalog
         if catalog == served:
@@ -135,7 +141,7 @@ class Resources:
         self._encoder_factory = encoder_factory or load_encoder_from_settings
         self.encoder: VideoTextEncoder | None = None
         self.metrics = Metrics()
-        self.queries: QueryBatcher[PublishedIndex, SearchOptions, SearchResult] = QueryBatcher(
+        self.queries: QueryBatcher[ServedIndex, SearchOptions, SearchResult] = QueryBatcher(
             self._encode,
             self._search,
             max_batch=settings.batch_size,
@@ -144,7 +150,7 @@ class Resources:
             timeout_s=settings.search_timeout_s,
             metrics=self.metrics,
         )
-        self.index: PublishedIndex | None = None  # replaced whole, never mutated
+        self.index: ServedIndex | None = None  # replaced whole, never mutated
         self.served_fingerprint: Fingerprint | None = None  # of the ids self.index holds
         self.catalog_watch = CatalogWatch(settings.index_sync_max_lag_s)
         self.engine: Engine | None = None
@@ -155,6 +161,7 @@ class Resources:
         self.catalog_checkpoints: dict[str, int] = {}
         self._reload_lock = asyncio.Lock()
         self.jobs = JobRunner()  # index work off the request path (syncs, republishing after a delete)
+        self.examples = ExampleEncoder(settings)  # uploaded images and videos, in a process of their own
         self._sync_job: Job | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._writer: Engine | None = None
@@ -163,12 +170,14 @@ class Resources:
 
     async def start(self) -> None:
         await self.queries.start()
+        await self.examples.start()
         self._load_task = asyncio.create_task(self._load_in_background(), name="tvr-load")
 
     async def close(self) -> None:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         await self.jobs.close()
+        await self.examples.close()
         await self.queries.close()
         for engine in (self.engine, self._writer):
             if engine is not None:
@@ -274,10 +283,16 @@ class Resources:
         return meta
 
     def check_catalog(self) -> str | None:
-        """One periodic check (one aggregate query; blocking): why to sync now, or None (``CatalogWatch``)."""
+        """One periodic check (two aggregate queries; blocking): why to sync now, or None (``CatalogWatch``)."""
         with self.read_session() as session:
-            catalog = indexed_clips_fingerprint(session)
-        return self.catalog_watch.sync_reason(catalog, self.served_fingerprint, self.clock())
+            catalog = (indexed_clips_fingerprint(session), attributes_fingerprint(session))
+        return self.catalog_watch.sync_reason(catalog, self.served_state(), self.clock())
+
+    def served_state(self) -> CatalogState | None:
+        index = self.index
+        if index is None or self.served_fingerprint is None or index.clip_filter is None:
+            return None
+        return self.served_fingerprint, index.clip_filter.attributes.fingerprint
 
     async def _follow_catalog(self) -> None:
         """Every ``index_sync_s`` seconds (0: never), ``follow_catalog_once``."""
@@ -320,6 +335,10 @@ class Resources:
             )
         if previous is not None and previous.meta.version == meta.version:
             self.metrics.index_reloads.labels("unchanged").inc()
+            if await asyncio.to_thread(self._attributes_changed, previous):
+                self.index = await asyncio.to_thread(self._served, previous)  # same vectors, new attributes
+                self.catalog_watch.behind_since = None
+                log.info("videos' attributes changed: filters of index v%06d read them again", meta.version)
             return ReloadOutcome(False, meta.version, meta.version, int(previous.index.ntotal))
         if meta.checkpoint_id != checkpoint_id:
             self.metrics.index_reloads.labels("refused").inc()
@@ -330,7 +349,8 @@ class Resources:
             raise CheckpointMismatch(mismatch_message(self.settings, checkpoint_id, loaded.meta))
         self.catalog_checkpoints = await asyncio.to_thread(self._catalog_checkpoints)
         fingerprint = await asyncio.to_thread(lambda: ids_fingerprint(loaded.ids()))
-        self.index, self.served_fingerprint = loaded, fingerprint  # the swap: reference assignments
+        served = await asyncio.to_thread(self._served, loaded)
+        self.index, self.served_fingerprint = served, fingerprint  # the swap: reference assignments
         self.catalog_watch.behind_since = None  # until a check finds the catalog moved on again
         self.stage = "ready"
         self._publish_metrics(loaded)
@@ -344,6 +364,18 @@ class Resources:
             f"v{old:06d}" if old is not None else "none",
         )
         return ReloadOutcome(True, loaded.meta.version, old, int(loaded.index.ntotal))
+
+    def _served(self, loaded: PublishedIndex) -> ServedIndex:
+        """``loaded`` with the attributes of its clips read from the catalog (blocking), ready to filter."""
+        vector_index.allow_reconstruct(loaded.index)  # exact scoring of few matching clips; dedupe
+        with self.read_session() as session:
+            attributes = read_clip_attributes(session, loaded.ids())
+        return ServedIndex(loaded.index, loaded.meta, ClipFilter(attributes))
+
+    def _attributes_changed(self, served: ServedIndex) -> bool:
+        with self.read_session() as session:
+            current = attributes_fingerprint(session)
+        return served.clip_filter is None or served.clip_filter.attributes.fingerprint != current
 
     def _catalog_checkpoints(self) -> dict[str, int]:
         from indexer.queries import indexed_checkpoints
@@ -379,7 +411,7 @@ class Resources:
             "index_behind_catalog_s": self.catalog_watch.behind_s(self.clock()),
         }
 
-    def require_ready(self) -> PublishedIndex:
+    def require_ready(self) -> ServedIndex:
         """The index to answer with, or NotReady."""
         index = self.index
         if not self.ready or index is None:
@@ -406,5 +438,5 @@ class Resources:
             raise NotReady(self.stage)
         return self.encoder.encode_text(list(texts)).cpu().numpy()
 
-    def _search(self, queries: list[Query[PublishedIndex, SearchOptions]]) -> list[SearchResult]:
+    def _search(self, queries: list[Query[ServedIndex, SearchOptions]]) -> list[SearchResult]:
         return search(queries, self.read_session, self.settings.result_window, self.metrics, self.settings.media_roots)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +14,8 @@ MAX_QUERIES = 32  # queries in one POST /search
 MAX_ID = 2**63 - 1  # catalog ids are signed 64-bit
 MAX_NPROBE = 1 << 16
 MAX_EF_SEARCH = 1 << 14
+DEFAULT_DEDUPE_THRESHOLD = 0.99  # copies of a file embed identically (1.0); overlapping windows of one video are near
+DEFAULT_IMAGE_WEIGHT = 0.5
 NOT_BLANK = r"\S"  # JSON Schema patterns are unanchored: at least one character that is not a space
 
 QueryText = Annotated[
@@ -27,6 +29,20 @@ QueryText = Annotated[
     ),
 ]
 GroupBy = Literal["video"]
+
+FILTER_DESCRIPTION = (
+    "Keep only clips of videos that satisfy this: the text form, e.g. `meta.year >= 2023 AND meta.tags:sports "
+    "AND collection IN (news, sport)` (GET /search's `filter=`), or the same tree as JSON. Fields: collection, "
+    "codec, duration (s), size (bytes), width, height, fps, indexed_at (ISO 8601), video_id, and meta.KEY for "
+    "manifest metadata. A missing value makes a comparison false."
+)
+DEDUPE_DESCRIPTION = (
+    "Collapse results whose embeddings are near-identical (re-uploads, copies), keeping the best ranked."
+)
+DEDUPE_THRESHOLD_DESCRIPTION = "Cosine of two results' embeddings at and above which dedupe counts them as one."
+COLLECTION_DESCRIPTION = "Only these collections (comma-separated names); all when absent."
+LIKE_DESCRIPTION = "Search with this clip's embedding instead of words: clips like it (itself first)."
+EXCLUDE_VIDEO_DESCRIPTION = "With `like`: leave out the clips of the liked clip's own video."
 
 
 class Problem(BaseModel):
@@ -58,10 +74,54 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    query: str
+    query: str | None = Field(description="The words searched for; null when searching by example only.")
+    like: int | None = Field(None, description="The clip searched like (``like=``), if any.")
+    example: Literal["image", "video"] | None = Field(None, description="The kind of example uploaded, if any.")
     took_ms: float
     total: int = Field(description="Results for this query within the service's result window, before paging.")
     results: list[SearchHit]
+
+
+class SearchKnobs(BaseModel):
+    """How results are ranked and paged: the fields every form of search takes."""
+
+    dedupe: bool = Field(False, description=DEDUPE_DESCRIPTION)
+    dedupe_threshold: float = Field(DEFAULT_DEDUPE_THRESHOLD, ge=0.0, le=1.0, description=DEDUPE_THRESHOLD_DESCRIPTION)
+    k: int = Field(10, ge=1, le=MAX_K)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+    group_by: GroupBy | None = None
+    min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    nprobe: Annotated[int, Field(ge=1, le=MAX_NPROBE)] | None = None
+    ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)] | None = None
+
+
+class SearchForm(SearchKnobs):
+    """POST /search as ``multipart/form-data``: search by an example file, ``image`` (JPEG, PNG or WebP) or
+    ``video`` (a short clip, decoded as ingestion decodes), optionally mixed with words ``q``; the other
+    fields as in the JSON body (``collection`` and ``filter`` in their text forms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: bytes | None = Field(None, description="An image to search with, encoded as a still clip.")
+    video: bytes | None = Field(
+        None, description="A short video to search with (size and duration limits: TVR_EXAMPLE_MAX_VIDEO_*)."
+    )
+    q: QueryText | None = None
+    image_weight: float = Field(
+        DEFAULT_IMAGE_WEIGHT,
+        ge=0.0,
+        le=1.0,
+        description="With q: the example's share of the query vector (the text gets the rest).",
+    )
+    collection: Annotated[str, Field(max_length=4000)] | None = Field(None, description=COLLECTION_DESCRIPTION)
+    filter: Annotated[str, Field(max_length=4000)] | None = Field(None, description=FILTER_DESCRIPTION)
+
+
+class InvalidRequest(BaseModel):
+    """A request the service cannot use (422): the problems, and one sentence saying them."""
+
+    detail: list[dict[str, Any]]
+    message: str
 
 
 class MultiSearchResponse(BaseModel):
@@ -69,21 +129,67 @@ class MultiSearchResponse(BaseModel):
     searches: list[SearchResponse] = Field(description="One answer per query, in the order asked.")
 
 
-_INTEGER_FIELDS = frozenset({"k", "offset", "nprobe", "ef_search"})
+# --- search filters (service/filters.py) ---------------------------------------------------------------
+
+FilterScalar = Annotated[str, Field(max_length=1000)] | int | float | bool
 
 
-class SearchRequest(BaseModel):
-    """``q`` is one query (the answer is a SearchResponse) or a list of them (a MultiSearchResponse)."""
+class FilterComparison(BaseModel):
+    """``field op value``: ``op`` one of = != < <= > >= (one value), ``in`` (a list), ``:`` (list membership)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(min_length=1, max_length=200, examples=["duration", "meta.tags"])
+    op: Literal["=", "!=", "<", "<=", ">", ">=", "in", ":"]
+    value: FilterScalar | Annotated[list[FilterScalar], Field(min_length=1, max_length=1000)]
+
+
+class FilterAll(BaseModel):
+    """True when every filter in the list is."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    all_of: list[FilterNode] = Field(alias="and", min_length=1, max_length=64)
+
+
+class FilterAny(BaseModel):
+    """True when any filter in the list is."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    any_of: list[FilterNode] = Field(alias="or", min_length=1, max_length=64)
+
+
+class FilterNot(BaseModel):
+    """True when the filter is not."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    negated: FilterNode = Field(alias="not")
+
+
+FilterNode = FilterComparison | FilterAll | FilterAny | FilterNot
+
+
+_INTEGER_FIELDS = frozenset({"k", "offset", "nprobe", "ef_search", "like"})
+
+
+class SearchRequest(SearchKnobs):
+    """``q`` is one query (the answer is a SearchResponse) or a list of them (a MultiSearchResponse); or
+    ``like`` (a clip id) instead of ``q``. The same body may come as ``multipart/form-data`` with an ``image``
+    or ``video`` file to search by example (see the request body's other content type)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    q: QueryText | Annotated[list[QueryText], Field(min_length=1, max_length=MAX_QUERIES)]
-    k: int = Field(10, ge=1, le=MAX_K)
-    offset: int = Field(0, ge=0, le=MAX_OFFSET)
-    group_by: GroupBy | None = None
-    min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
-    nprobe: Annotated[int, Field(ge=1, le=MAX_NPROBE)] | None = None
-    ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)] | None = None
+    q: QueryText | Annotated[list[QueryText], Field(min_length=1, max_length=MAX_QUERIES)] | None = None
+    like: int | None = Field(None, ge=1, le=MAX_ID, description=LIKE_DESCRIPTION)
+    exclude_video: bool = Field(False, description=EXCLUDE_VIDEO_DESCRIPTION)
+    collection: (
+        Annotated[str, Field(max_length=4000)]
+        | Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)]
+        | None
+    ) = Field(None, description="Only these collections (a list, or comma-separated names); all when absent.")
+    filter: Annotated[str, Field(max_length=4000)] | FilterNode | None = Field(None, description=FILTER_DESCRIPTION)
 
     @model_validator(mode="before")
     @classmethod

@@ -1,12 +1,21 @@
 """Search as plain functions: query vectors -> FAISS top candidates -> filters and pages -> catalog rows.
 
-Nothing here knows HTTP. Each query looks at its ``window`` nearest clips: ``total`` counts the results
-among them (after ``min_score`` and grouping), and pages are cut from that ranked list. ``search`` answers
-a batch of queries (``service.batching``) with one FAISS call per index and depth and one catalog query.
+Nothing here knows HTTP. Each query looks at its ``window`` nearest clips among those its filter keeps:
+``total`` counts the results among them (after ``min_score``, near-duplicates and grouping), and pages are
+cut from that ranked list. ``search`` answers a batch of queries (``service.batching``) with one FAISS call
+per index, depth and filter, and one catalog query.
+
+A filter restricts FAISS to the clip ids it matches (``service.filtering``), chosen by how many match:
+an exact index (``Flat``) skips the others while it scans, exact at any selectivity; an approximate one
+(IVF, HNSW) scores the matching clips exhaustively when they are few (at most ``EXACT_SHARE`` of the index,
+or ``EXACT_MIN`` clips), and otherwise skips the others while it scans with a search depth raised by
+``1 / sqrt(selectivity)``, so that it still meets as many matching candidates as an unfiltered search would
+(recall and latency per selectivity: docs/BENCHMARKS.md, "Filtered search").
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -17,12 +26,19 @@ from typing import Literal
 import numpy as np
 from sqlalchemy.orm import Session
 
+from indexer import vector_index
 from indexer.queries import ClipRow, clip_rows
 from indexer.store import PublishedIndex
+from indexer.vector_index import IdSet
 
 from .access import inside_roots
 from .batching import Query
+from .filtering import ClipFilter
+from .filters import Node
 from .metrics import Metrics
+
+EXACT_SHARE = 0.02  # an approximate index scores the matching clips exhaustively up to this share of it
+EXACT_MIN = 20_000  # ... or up to this many clips
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -35,6 +51,23 @@ class SearchOptions:
     min_score: float | None = None  # drop results scoring below this (cosine similarity, -1..1)
     nprobe: int | None = None  # IVF lists visited; None: the published version's default
     ef_search: int | None = None  # HNSW search depth; None: the published version's default
+    filter: Node | None = None  # only clips of videos it keeps
+    dedupe: float | None = None  # collapse results whose embeddings have at least this cosine, keeping the best
+
+
+@dataclass
+class ServedIndex(PublishedIndex):
+    """A published index as the service serves it: with the attributes its filters are evaluated on."""
+
+    clip_filter: ClipFilter | None = None
+
+    def restrict(self, node: Node | None) -> IdSet | None:
+        """The clip ids ``node`` keeps (None: no filter)."""
+        if node is None:
+            return None
+        if self.clip_filter is None:
+            raise RuntimeError("this index was served without its clip attributes")
+        return self.clip_filter.matching(node)
 
 
 @dataclass(frozen=True)
@@ -51,18 +84,65 @@ class SearchResult:
 
 
 def nearest(
-    index: PublishedIndex, vectors: np.ndarray, window: int, options: SearchOptions, metrics: Metrics | None = None
+    index: PublishedIndex,
+    vectors: np.ndarray,
+    window: int,
+    options: SearchOptions,
+    metrics: Metrics | None = None,
+    only: IdSet | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query row: (scores, clip ids) of up to ``window`` nearest clips, best first, at the depth of
-    ``options`` (its ``min_score`` is applied by ``ranked``)."""
-    count = min(window, int(index.index.ntotal))
+    ``options`` (its ``min_score`` is applied by ``ranked``), among ``only`` when given."""
+    available = int(index.index.ntotal) if only is None else len(only)
+    count = min(window, available)
     if count == 0:
         return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in range(len(vectors))]
     started = time.perf_counter()
-    scores, ids = index.search(vectors, count, nprobe=options.nprobe, ef_search=options.ef_search)
+    if only is None or len(only) == index.index.ntotal:
+        scores, ids = index.search(vectors, count, nprobe=options.nprobe, ef_search=options.ef_search)
+    else:
+        scores, ids = _search_among(index, vectors, count, options, only)
     if metrics is not None:
         metrics.search_seconds.observe(time.perf_counter() - started)
     return list(zip(scores, ids, strict=True))
+
+
+def _search_among(
+    index: PublishedIndex, vectors: np.ndarray, count: int, options: SearchOptions, only: IdSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """The strategy for a filtered search (module docstring)."""
+    total = int(index.index.ntotal)
+    if not vector_index.is_approximate(index.index):
+        return vector_index.search(index.index, vectors, count, only=only)
+    if len(only) <= max(EXACT_MIN, EXACT_SHARE * total):
+        return vector_index.search_exactly_among(index.index, vectors, count, only.ids)
+    boost = 1 / math.sqrt(len(only) / total)
+    nprobe = options.nprobe if options.nprobe is not None else index.meta.search_defaults.get("nprobe")
+    ef_search = options.ef_search if options.ef_search is not None else index.meta.search_defaults.get("efSearch")
+    return vector_index.search(
+        index.index,
+        vectors,
+        count,
+        nprobe=math.ceil(nprobe * boost) if nprobe is not None else None,
+        ef_search=max(count, math.ceil(ef_search * boost)) if ef_search is not None else None,
+        only=only,
+    )
+
+
+def deduplicated(
+    index: PublishedIndex, scores: np.ndarray, ids: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranked candidates without near-duplicates: going down the list, a clip whose embedding has a cosine
+    of at least ``threshold`` with one already kept is left out (re-uploads and copies keep their best)."""
+    if len(ids) < 2:
+        return scores, ids
+    vectors = vector_index.reconstruct(index.index, ids)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similar = (vectors @ vectors.T) >= threshold
+    kept = np.zeros(len(ids), dtype=bool)
+    for i in range(len(ids)):
+        kept[i] = not similar[i, kept].any()
+    return scores[kept], ids[kept]
 
 
 def ranked(scores: np.ndarray, ids: np.ndarray, options: SearchOptions) -> tuple[np.ndarray, np.ndarray]:
@@ -103,26 +183,31 @@ def page_of(rows: dict[int, ClipRow], scores: np.ndarray, ids: np.ndarray, optio
 
 
 def search(
-    queries: Sequence[Query[PublishedIndex, SearchOptions]],
+    queries: Sequence[Query[ServedIndex, SearchOptions]],
     sessions: SessionFactory,
     window: int,
     metrics: Metrics | None = None,
     media_roots: Sequence[Path] = (),
 ) -> list[SearchResult]:
-    """Results of several queries at once, in order: one FAISS call per index and search depth among
-    them, then one catalog look-up for all their pages. Clips of videos outside ``media_roots`` (when
+    """Results of several queries at once, in order: one FAISS call per index, search depth and filter
+    among them, then one catalog look-up for all their pages. Clips of videos outside ``media_roots`` (when
     there are any) are left out like deleted ones."""
-    groups: dict[tuple[int, int | None, int | None], list[int]] = {}
+    groups: dict[tuple[int, int | None, int | None, Node | None], list[int]] = {}
     for i, query in enumerate(queries):
-        groups.setdefault((id(query.index), query.options.nprobe, query.options.ef_search), []).append(i)
+        key = (id(query.index), query.options.nprobe, query.options.ef_search, query.options.filter)
+        groups.setdefault(key, []).append(i)
     found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for members in groups.values():
         first = queries[members[0]]
         vectors = np.stack([queries[i].vector for i in members])
+        only = first.index.restrict(first.options.filter)
         for i, (scores, ids) in zip(
-            members, nearest(first.index, vectors, window, first.options, metrics), strict=True
+            members, nearest(first.index, vectors, window, first.options, metrics, only), strict=True
         ):
             found[i] = ranked(scores, ids, queries[i].options)
+            threshold = queries[i].options.dedupe
+            if threshold is not None:
+                found[i] = deduplicated(first.index, *found[i], threshold)
     candidates = [found[i] for i in range(len(queries))]
     wanted = {
         clip_id

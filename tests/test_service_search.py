@@ -39,7 +39,7 @@ def test_default_query_precision_is_int8_on_the_cpu_and_close_to_exact(service_c
 
 def test_result_shape_and_order_match_exhaustive_search(client, exact, service_corpus) -> None:
     body = search(client, q=QUERY, k=10)
-    assert set(body) == {"query", "took_ms", "total", "results"}
+    assert set(body) == {"query", "like", "example", "took_ms", "total", "results"}
     assert body["query"] == QUERY and body["took_ms"] > 0
     assert body["total"] == len(exact.clip_ids)  # every clip is within the result window
     expected = exact.ranking(QUERY)[:10]

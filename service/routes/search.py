@@ -1,46 +1,88 @@
-"""``GET /search`` and ``POST /search``: text in, ranked clips out."""
+"""``GET /search`` and ``POST /search``: words, a clip (``like=``) or an uploaded example in, ranked clips out.
+
+``POST /search`` takes a JSON body (``schemas.SearchRequest``) or ``multipart/form-data`` with an ``image``
+or ``video`` file (``schemas.SearchForm``), encoded in the examples' own process (``service.examples``)
+while text searches go on.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-
-from indexer.store import PublishedIndex
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from .. import search as engine
 from ..access import Viewer, shown_path
+from ..batching import CannotMix, QueryInput
 from ..deps import IndexDep, ResourcesDep, ViewerDep
 from ..errors import ERROR_RESPONSES
+from ..examples import ExampleRejected, read_upload, save_upload
+from ..filters import Node
 from ..resources import Resources
 from ..schemas import (
+    COLLECTION_DESCRIPTION,
+    DEDUPE_DESCRIPTION,
+    DEDUPE_THRESHOLD_DESCRIPTION,
+    DEFAULT_DEDUPE_THRESHOLD,
+    EXCLUDE_VIDEO_DESCRIPTION,
+    FILTER_DESCRIPTION,
+    LIKE_DESCRIPTION,
     MAX_EF_SEARCH,
+    MAX_ID,
     MAX_K,
     MAX_NPROBE,
     MAX_OFFSET,
     MAX_QUERY_CHARS,
     NOT_BLANK,
     GroupBy,
+    InvalidRequest,
     MultiSearchResponse,
     Problem,
+    SearchForm,
     SearchHit,
+    SearchKnobs,
     SearchRequest,
     SearchResponse,
     VideoRef,
 )
+from ..search import ServedIndex
+from ..search_params import invalid, like_vector, search_filter
 from ..urls import media_url, thumbnail_url
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
 
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "A body that cannot be read (not UTF-8 JSON, a broken form)."},
+    404: {"model": Problem, "description": "``like`` names no indexed clip."},
+    413: {"model": Problem, "description": "An uploaded example larger than the server's limit."},
+    415: {"model": Problem, "description": "An example that is not a JPEG, PNG or WebP image (or not a video)."},
+    422: {"model": InvalidRequest, "description": "Fields that cannot be used; the message says which and why."},
+}
+
 
 def to_response(
-    query: str, took_ms: float, result: engine.SearchResult, media_roots: list[Path], viewer: Viewer
+    query: str | None,
+    took_ms: float,
+    result: engine.SearchResult,
+    media_roots: list[Path],
+    viewer: Viewer,
+    *,
+    like: int | None = None,
+    example: str | None = None,
 ) -> SearchResponse:
     return SearchResponse(
         query=query,
+        like=like,
+        example=example,  # type: ignore[arg-type]
         took_ms=round(took_ms, 3),
         total=result.total,
         results=[
@@ -66,7 +108,7 @@ def to_response(
 
 
 async def run_search(
-    resources: Resources, index: PublishedIndex, queries: list[str], options: engine.SearchOptions
+    resources: Resources, index: ServedIndex, queries: list[str | QueryInput], options: engine.SearchOptions
 ) -> tuple[list[engine.SearchResult], float]:
     """Answered with concurrent requests' queries in one batch (service/batching.py); and the time it took."""
     started = time.perf_counter()
@@ -76,25 +118,74 @@ async def run_search(
         nprobe=options.nprobe if options.nprobe is not None else settings.nprobe,
         ef_search=options.ef_search if options.ef_search is not None else settings.ef_search,
     )
-    results = await resources.queries.search(queries, options, index)
+    try:
+        results = await resources.queries.search(queries, options, index)
+    except CannotMix as exc:
+        invalid(("body", "image_weight"), str(exc))
     return results, (time.perf_counter() - started) * 1000
 
 
-@router.get("/search", response_model=SearchResponse)
+def options_of(knobs: SearchKnobs, node: Node | None) -> engine.SearchOptions:
+    return engine.SearchOptions(
+        knobs.k,
+        knobs.offset,
+        knobs.group_by,
+        knobs.min_score,
+        knobs.nprobe,
+        knobs.ef_search,
+        node,
+        knobs.dedupe_threshold if knobs.dedupe else None,
+    )
+
+
+def body_errors(exc: ValidationError) -> RequestValidationError:
+    """The body's validation errors as FastAPI reports them (located under ``body``; raw bytes left out)."""
+    errors = []
+    for error in exc.errors(include_url=False, include_context=False):
+        given = error.get("input")
+        errors.append({**error, "loc": ("body", *error["loc"]), "input": None if isinstance(given, bytes) else given})
+    return RequestValidationError(errors)
+
+
+async def liked(
+    resources: Resources, like: int | None, exclude_video: bool, viewer: Viewer, where: str
+) -> tuple[QueryInput | None, int | None]:
+    """The query of ``like=`` (the clip's embedding), and the video to leave out with ``exclude_video``."""
+    if like is None:
+        if exclude_video:
+            invalid((where, "exclude_video"), "exclude_video: only with like (a clip id)", True)
+        return None, None
+    vector, video_id = await asyncio.to_thread(like_vector, resources, like, viewer)
+    return QueryInput(example=vector), video_id if exclude_video else None
+
+
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    responses={404: UPLOAD_RESPONSES[404], 422: UPLOAD_RESPONSES[422]},
+)
 async def search_get(
     resources: ResourcesDep,
     index: IndexDep,
     viewer: ViewerDep,
     q: Annotated[
-        str,
+        str | None,
         Query(
             min_length=1,
             max_length=MAX_QUERY_CHARS,
             pattern=NOT_BLANK,
-            description="What to look for, in words.",
+            description="What to look for, in words (or give `like`).",
             examples=["a red circle moves to the right"],
         ),
-    ],
+    ] = None,
+    like: Annotated[int | None, Query(ge=1, le=MAX_ID, description=LIKE_DESCRIPTION)] = None,
+    exclude_video: Annotated[bool, Query(description=EXCLUDE_VIDEO_DESCRIPTION)] = False,
+    collection: Annotated[str | None, Query(max_length=4000, description=COLLECTION_DESCRIPTION)] = None,
+    filter: Annotated[str | None, Query(max_length=4000, description=FILTER_DESCRIPTION)] = None,  # noqa: A002
+    dedupe: Annotated[bool, Query(description=DEDUPE_DESCRIPTION)] = False,
+    dedupe_threshold: Annotated[
+        float, Query(ge=0.0, le=1.0, description=DEDUPE_THRESHOLD_DESCRIPTION)
+    ] = DEFAULT_DEDUPE_THRESHOLD,
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Results per page.")] = 10,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Results to skip (pagination).")] = 0,
     group_by: Annotated[GroupBy | None, Query(description="'video': only the best clip of each video.")] = None,
@@ -102,30 +193,138 @@ async def search_get(
     nprobe: Annotated[int | None, Query(ge=1, le=MAX_NPROBE, description="IVF lists to visit.")] = None,
     ef_search: Annotated[int | None, Query(ge=1, le=MAX_EF_SEARCH, description="HNSW search depth.")] = None,
 ) -> SearchResponse:
-    """Clips that best match the query, best first."""
-    options = engine.SearchOptions(k, offset, group_by, min_score, nprobe, ef_search)
-    results, took_ms = await run_search(resources, index, [q], options)
-    return to_response(q, took_ms, results[0], resources.settings.media_roots, viewer)
+    """Clips that best match the words ``q``, or that look like the clip ``like``, best first."""
+    if (q is None) == (like is None):
+        invalid(("query", "q"), "give q (words to look for) or like (a clip id), one of them", q)
+    example, excluded = await liked(resources, like, exclude_video, viewer, "query")
+    node = search_filter(index, filter_given=filter, collection=collection, exclude_video=excluded, where="query")
+    options = engine.SearchOptions(
+        k, offset, group_by, min_score, nprobe, ef_search, node, dedupe_threshold if dedupe else None
+    )
+    query: str | QueryInput = example if example is not None else str(q)
+    results, took_ms = await run_search(resources, index, [query], options)
+    return to_response(q, took_ms, results[0], resources.settings.media_roots, viewer, like=like)
 
 
 @router.post(
     "/search",
     response_model=SearchResponse | MultiSearchResponse,
-    responses={400: {"model": Problem, "description": "A body that cannot be read (not UTF-8 JSON)."}},
+    responses=UPLOAD_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/SearchForm"}},
+            },
+        }
+    },
 )
 async def search_post(
-    resources: ResourcesDep, index: IndexDep, viewer: ViewerDep, body: SearchRequest
+    request: Request, resources: ResourcesDep, index: IndexDep, viewer: ViewerDep
 ) -> SearchResponse | MultiSearchResponse:
-    """The same for a JSON body; ``q`` may be a list of queries, answered together."""
-    options = engine.SearchOptions(body.k, body.offset, body.group_by, body.min_score, body.nprobe, body.ef_search)
-    queries = [body.q] if isinstance(body.q, str) else list(body.q)
-    results, took_ms = await run_search(resources, index, queries, options)
+    """The same for a JSON body, where ``q`` may be a list of queries answered together; or, as
+    ``multipart/form-data``, search by an uploaded ``image`` or ``video`` (optionally mixed with ``q``)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        return await _search_by_upload(request, resources, index, viewer)
+    if content_type not in ("", "application/json") and not content_type.endswith("+json"):
+        raise HTTPException(415, f"a body of type {content_type}: expected application/json or multipart/form-data")
+    raw = await request.body()
+    if not raw.strip():
+        raise RequestValidationError([{"loc": ("body",), "msg": "Field required", "type": "missing", "input": None}])
+    try:
+        body = SearchRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise body_errors(exc) from None
+    if (body.q is None) == (body.like is None):
+        invalid(("body", "q"), "give q (words, or a list of them) or like (a clip id), one of them", body.q)
+    example, excluded = await liked(resources, body.like, body.exclude_video, viewer, "body")
+    node = search_filter(
+        index, filter_given=body.filter, collection=body.collection, exclude_video=excluded, where="body"
+    )
+    options = options_of(body, node)
     roots = resources.settings.media_roots
+    if example is not None:
+        results, took_ms = await run_search(resources, index, [example], options)
+        return to_response(None, took_ms, results[0], roots, viewer, like=body.like)
+    queries: list[str | QueryInput] = [body.q] if isinstance(body.q, str) else list(body.q or [])
+    results, took_ms = await run_search(resources, index, queries, options)
     if isinstance(body.q, str):
         return to_response(body.q, took_ms, results[0], roots, viewer)
     return MultiSearchResponse(
         took_ms=round(took_ms, 3),
         searches=[
-            to_response(query, took_ms, result, roots, viewer) for query, result in zip(queries, results, strict=True)
+            to_response(str(query), took_ms, result, roots, viewer)
+            for query, result in zip(queries, results, strict=True)
         ],
     )
+
+
+async def _search_by_upload(
+    request: Request, resources: Resources, index: ServedIndex, viewer: Viewer
+) -> SearchResponse:
+    limits = resources.examples.limits
+    try:
+        form = await request.form(max_files=2, max_fields=32)
+    except HTTPException:
+        raise
+    except Exception as exc:  # a malformed multipart body
+        raise HTTPException(400, f"the form cannot be read: {exc}") from None
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(form.close)
+        files = {key: value for key, value in form.multi_items() if isinstance(value, UploadFile)}
+        fields: dict[str, Any] = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        for key in ("image", "video"):
+            if key in fields:  # sent as a plain field, not a file
+                invalid(("body", key), f"{key}: expected a file upload (multipart file part), got a text field")
+        unknown = sorted(set(files) - {"image", "video"})
+        if unknown:
+            invalid(("body", unknown[0]), f"{unknown[0]}: unexpected file; send the example as image or video")
+        if len(files) != 1:
+            invalid(("body", "image"), "send one example file: image (JPEG, PNG, WebP) or video")
+        try:
+            params = SearchForm.model_validate(fields)
+        except ValidationError as exc:
+            raise body_errors(exc) from None
+        node = search_filter(
+            index, filter_given=params.filter, collection=params.collection, exclude_video=None, where="body"
+        )
+        ((kind, upload),) = files.items()
+        try:
+            if kind == "image":
+                data = await read_upload(upload, limits.image_bytes, "image")
+                vector = await resources.examples.encode_image(data)
+            else:
+                folder = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="tvr-example-"))
+                path = Path(folder) / "upload"
+                await save_upload(upload, path, limits.video_bytes, "video")
+                vector = await resources.examples.encode_video(path)
+        except ExampleRejected as exc:
+            if exc.status_code == 422:
+                invalid(("body", kind), exc.detail)
+            raise HTTPException(exc.status_code, exc.detail) from None
+    options = options_of(params, node)
+    query = QueryInput(text=params.q, example=vector, example_weight=params.image_weight if params.q else 1.0)
+    results, took_ms = await run_search(resources, index, [query], options)
+    return to_response(params.q, took_ms, results[0], resources.settings.media_roots, viewer, example=kind)
+
+
+def install_schemas(app: FastAPI) -> None:
+    """Put the two request bodies of ``POST /search`` into the app's OpenAPI components (the route reads its
+    body itself, so FastAPI does not know them)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (SearchRequest, SearchForm):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(definition.pop("$defs", {}))
+            components[model.__name__] = definition
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
