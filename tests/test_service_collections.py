@@ -97,3 +97,31 @@ def test_the_read_key_and_the_media_roots_are_respected(
     assert reader.status_code == 200 and reader.json() == {"collections": []}  # no video lies inside the roots
     admin = get(server.url, api_key)  # the admin key sees every indexed video, wherever it lies
     assert admin.status_code == 200 and admin.json() == {"collections": expected_counts(two_collections.data_dir)}
+
+
+def test_search_keeps_to_the_collections_asked_for_and_follows_a_rename(
+    two_collections, start_server, tiny_encoder, api_key
+) -> None:
+    news_paths = {str(Path(p).resolve()) for p in sorted(two_collections.titles)[:5]}
+    server = start_server(two_collections.settings(api_key=api_key), encoder_factory=lambda _: tiny_encoder)
+
+    def shown_files(**params: object) -> set[str]:
+        response = httpx.get(f"{server.url}/search", params={"q": "a blue square", "k": 100, **params}, timeout=30)
+        assert response.status_code == 200, response.text
+        return {str(two_collections.file(hit["video"]["path"]).resolve()) for hit in response.json()["results"]}
+
+    assert shown_files(collection="news") == news_paths
+    assert shown_files(collection="default") == set(two_collections.titles) - news_paths
+    assert shown_files(collection="news,default") == shown_files() == set(two_collections.titles)
+
+    from indexer.collections import rename_collection
+    from indexer.db import make_sessionmaker, open_catalog
+
+    writer = open_catalog(two_collections.settings(), writer=True)
+    rename_collection(make_sessionmaker(writer), "news", "sport")
+    writer.dispose()
+    reloaded = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key}, timeout=60)
+    assert reloaded.status_code == 200, reloaded.text
+    assert shown_files(collection="sport") == news_paths
+    gone = httpx.get(f"{server.url}/search", params={"q": "a blue square", "collection": "news"}, timeout=30)
+    assert gone.status_code == 422 and "no collection named news" in gone.json()["message"]

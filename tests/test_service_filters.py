@@ -232,13 +232,16 @@ def test_filters_and_collections_return_exactly_the_matching_videos_best_first(l
 
 
 def test_a_renamed_collection_is_searchable_after_the_catalog_changes(labelled, private_corpus, api_key) -> None:
-    http, labels, _ = labelled
+    http, labels, server = labelled
     with sqlite3.connect(private_corpus.data_dir / "catalog.sqlite3") as conn:
         conn.execute(
             "UPDATE videos SET collection = 'archive', updated_at = ? WHERE collection = 'news'",
             (datetime.now(timezone.utc).isoformat(),),
         )
     assert http.get("/search", params={"q": QUERY, "collection": "archive"}).status_code == 422  # not yet seen
+    resources = server.resources  # the periodic check sees the change, without any clip changing
+    assert resources.check_catalog() is None  # first seen: wait for the catalog to settle
+    assert resources.check_catalog() == "catalog quiet"
     assert http.post("/admin/reload", headers={"X-API-Key": api_key}).status_code == 200
     body = _get(http, q=QUERY, collection="archive", k=100)
     assert {hit["video_id"] for hit in body["results"]} == {
