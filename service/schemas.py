@@ -14,7 +14,7 @@ MAX_QUERIES = 32  # queries in one POST /search
 MAX_ID = 2**63 - 1  # catalog ids are signed 64-bit
 MAX_NPROBE = 1 << 16
 MAX_EF_SEARCH = 1 << 14
-DEFAULT_DEDUPE_THRESHOLD = 0.99  # copies of a file embed identically (1.0); overlapping windows of one video are near
+DEFAULT_DEDUPE_THRESHOLD = 0.97  # docs/BENCHMARKS.md, "Near-duplicates": re-encodes above, other videos below
 DEFAULT_IMAGE_WEIGHT = 0.5
 NOT_BLANK = r"\S"  # JSON Schema patterns are unanchored: at least one character that is not a space
 
