@@ -14,7 +14,10 @@ For each collection size the script
 5. computes recall@10 of the served answers against exhaustive search over the generated vectors, with
    the query embeddings computed here from the same checkpoint at the server's precision (so it measures
    the index), and against exhaustive search with float32 query embeddings (what a reduced query
-   precision costs on top); ``--nprobe`` reruns the sequential pass with those per-call ``nprobe`` values.
+   precision costs on top); ``--nprobe`` reruns the sequential pass with those per-call ``nprobe`` values;
+6. reruns the sequential pass with a filter per ``--selectivity`` (``meta.bucket < N``: each video row has
+   ``meta = {"bucket": video_id % 1000}``, so N / 1000 of the clips match) and computes its recall@10
+   against exhaustive search among the matching clips, with the same query embeddings.
 
 The index file is read once before each server starts (a long-running server has it in the page cache).
 
@@ -29,6 +32,7 @@ import argparse
 import asyncio
 import functools
 import json
+import math
 import os
 import platform
 import random
@@ -49,6 +53,7 @@ CLIPS_PER_VIDEO = 10
 CHUNK = 100_000
 DIM = 512
 K = 10
+BUCKETS = 1000  # videos' meta.bucket is video_id % BUCKETS: a filter ``meta.bucket < N`` keeps N / BUCKETS
 
 
 # --- the load generator (a child process) -------------------------------------------------------------------
@@ -85,7 +90,9 @@ class _Connection:
         self.writer.close()
 
 
-async def _load(url: str, queries: list[str], concurrency: int, k: int, nprobe: int | None) -> dict:
+async def _load(
+    url: str, queries: list[str], concurrency: int, k: int, nprobe: int | None, filter_text: str | None = None
+) -> dict:
     pending = list(enumerate(queries))
     latencies: list[float] = [0.0] * len(queries)
     answers: list[list[int]] = [[] for _ in queries]
@@ -99,6 +106,8 @@ async def _load(url: str, queries: list[str], concurrency: int, k: int, nprobe: 
                 params: dict[str, object] = {"q": query, "k": k}
                 if nprobe is not None:
                     params["nprobe"] = nprobe
+                if filter_text is not None:
+                    params["filter"] = filter_text
                 started = time.perf_counter()
                 try:
                     status, body = await connection.get("/search", params)
@@ -128,10 +137,11 @@ def load_main(argv: list[str]) -> None:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--k", type=int, default=K)
     parser.add_argument("--nprobe", type=int)
+    parser.add_argument("--filter", help="the filter= parameter of every request")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     queries = json.loads(args.queries.read_text())
-    result = asyncio.run(_load(args.url, queries, args.concurrency, args.k, args.nprobe))
+    result = asyncio.run(_load(args.url, queries, args.concurrency, args.k, args.nprobe, args.filter))
     args.out.write_text(json.dumps(result))
 
 
@@ -215,6 +225,7 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
 
     stamp_path = data_dir / "bench.json"
     stamp = {"count": count, "checkpoint": checkpoint_id, "centres": CENTRES, "spread": SPREAD, "builder": 3}
+    stamp["buckets"] = BUCKETS  # meta.bucket on the video rows
     if stamp_path.is_file() and json.loads(stamp_path.read_text()).get("stamp") == stamp:
         return json.loads(stamp_path.read_text())["timings"]
     if data_dir.exists():
@@ -236,7 +247,7 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
                         "id": v + 1,
                         "path": f"/bench/videos/{v + 1:08d}.mp4",
                         "title": titles[v % len(titles)],
-                        "meta": {},
+                        "metadata": {"bucket": (v + 1) % BUCKETS},  # the column of Video.meta
                         "duration": 5.0 * CLIPS_PER_VIDEO + 5,
                         "status": VideoStatus.indexed,
                         "attempts": 1,
@@ -285,17 +296,32 @@ def build_collection(data_dir: Path, count: int, centres: np.ndarray, checkpoint
     return timings
 
 
-def exact_top(centres: np.ndarray, count: int, queries: np.ndarray, k: int = K) -> np.ndarray:
-    """Clip ids of the exhaustive top-k of each query row."""
-    best_ids = np.zeros((len(queries), 0), np.int64)
-    best_scores = np.zeros((len(queries), 0), np.float32)
+def bucket_of_clips(ids: np.ndarray) -> np.ndarray:
+    """meta.bucket of each clip id's video (the rows ``build_collection`` writes)."""
+    return ((ids - 1) // CLIPS_PER_VIDEO + 1) % BUCKETS
+
+
+def exact_tops(
+    centres: np.ndarray, count: int, queries: np.ndarray, below: list[int | None], k: int = K
+) -> list[np.ndarray]:
+    """Per entry of ``below``: clip ids of the exhaustive top-k of each query row among the clips whose video's
+    meta.bucket is below it (None: all clips), in one pass over the regenerated vectors."""
+    best_ids = [np.zeros((len(queries), 0), np.int64) for _ in below]
+    best_scores = [np.zeros((len(queries), 0), np.float32) for _ in below]
     for first, vectors in vector_chunks(centres, count):
-        scores = queries @ vectors.T
-        top = np.argpartition(-scores, k, axis=1)[:, :k]
-        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, top, 1)], axis=1)
-        best_ids = np.concatenate([best_ids, top + first], axis=1)
-        keep = np.argsort(-best_scores, axis=1)[:, :k]
-        best_scores, best_ids = np.take_along_axis(best_scores, keep, 1), np.take_along_axis(best_ids, keep, 1)
+        all_scores = queries @ vectors.T
+        all_ids = np.arange(first, first + len(vectors), dtype=np.int64)
+        for j, limit in enumerate(below):
+            chosen = slice(None) if limit is None else bucket_of_clips(all_ids) < limit
+            scores, ids = all_scores[:, chosen], all_ids[chosen]
+            if ids.size == 0:
+                continue
+            top = np.argsort(-scores, axis=1)[:, :k] if ids.size <= k else np.argpartition(-scores, k, axis=1)[:, :k]
+            merged_scores = np.concatenate([best_scores[j], np.take_along_axis(scores, top, 1)], axis=1)
+            merged_ids = np.concatenate([best_ids[j], ids[top]], axis=1)
+            keep = np.argsort(-merged_scores, axis=1)[:, :k]
+            best_scores[j] = np.take_along_axis(merged_scores, keep, 1)
+            best_ids[j] = np.take_along_axis(merged_ids, keep, 1)
     return best_ids
 
 
@@ -338,7 +364,14 @@ def start_server(data_dir: Path, checkpoint: Path, log: Path, extra: dict[str, s
     raise RuntimeError(f"the server was not ready in 15 minutes; see {log}")
 
 
-def run_load(url: str, queries: list[str], concurrency: int, work: Path, nprobe: int | None = None) -> dict:
+def run_load(
+    url: str,
+    queries: list[str],
+    concurrency: int,
+    work: Path,
+    nprobe: int | None = None,
+    filter_text: str | None = None,
+) -> dict:
     """The load generator in its own process."""
     query_file, out = work / "queries.json", work / "load.json"
     query_file.write_text(json.dumps(queries))
@@ -346,6 +379,8 @@ def run_load(url: str, queries: list[str], concurrency: int, work: Path, nprobe:
     command += ["--concurrency", str(concurrency), "--out", str(out)]
     if nprobe is not None:
         command += ["--nprobe", str(nprobe)]
+    if filter_text is not None:
+        command += ["--filter", filter_text]
     subprocess.run(command, check=True)
     result = json.loads(out.read_text())
     if result["errors"]:
@@ -396,7 +431,23 @@ def parse_config(text: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split(","))
 
 
-def measure(count: int, args: argparse.Namespace, checkpoint: Path, centres, texts) -> list[str]:  # type: ignore[no-untyped-def]
+def filter_strategy(factory: str, total: int, matching: int, nprobe: object) -> str:
+    """What ``service.search`` does for a filter matching ``matching`` of ``total`` clips (its module
+    docstring): exact scoring of the matching clips, or IVF at a depth raised by 1 / sqrt(selectivity)."""
+    from service.search import EXACT_MIN, EXACT_SHARE
+
+    if factory.startswith("Flat"):
+        return "Flat, IDSelector"
+    if matching <= max(EXACT_MIN, EXACT_SHARE * total):
+        return f"exact among {matching:,}"
+    if not isinstance(nprobe, int):
+        return "IDSelector"
+    return f"IDSelector, nprobe {math.ceil(nprobe / math.sqrt(matching / total))}"
+
+
+def measure(  # type: ignore[no-untyped-def]
+    count: int, args: argparse.Namespace, checkpoint: Path, centres, texts, summary: list[str]
+) -> list[str]:
     from indexer import store
 
     work = args.work
@@ -411,6 +462,9 @@ def measure(count: int, args: argparse.Namespace, checkpoint: Path, centres, tex
     sequential = texts[CENTRES + args.warmup : CENTRES + args.warmup + args.queries]
     parallel = texts[CENTRES + args.warmup + args.queries :][: args.throughput_queries]
     exact_by_dtype: dict[str, np.ndarray] = {}
+    filtered_by_dtype: dict[str, list[np.ndarray]] = {}  # per --selectivity
+    limits = [max(1, round(share * BUCKETS)) for share in args.selectivity]  # meta.bucket < limit
+    matching = [int(np.count_nonzero(bucket_of_clips(np.arange(1, count + 1)) < limit)) for limit in limits]
     default_nprobe = meta.search_defaults.get("nprobe", "-")
     rows = []
     for config in args.configs:
@@ -419,7 +473,8 @@ def measure(count: int, args: argparse.Namespace, checkpoint: Path, centres, tex
         for precision in {dtype, "float32"} - set(exact_by_dtype):  # exhaustive search, same query embeddings:
             # one query per call, as the server encodes them at concurrency 1 (int8 scales activations per batch)
             queries = encode(encoder_at(checkpoint, precision), sequential, batch=1)
-            exact_by_dtype[precision] = exact_top(centres, count, queries)
+            found = exact_tops(centres, count, queries, [None, *limits] if precision == dtype else [None])
+            exact_by_dtype[precision], filtered_by_dtype[precision] = found[0], found[1:]
         exact = exact_by_dtype[dtype]
         nprobe_label = env.get("TVR_NPROBE", f"{default_nprobe} (default)")
         log = work / f"server-{count}-{re.sub(r'[^A-Za-z0-9]+', '_', config)}.log"
@@ -457,6 +512,34 @@ def measure(count: int, args: argparse.Namespace, checkpoint: Path, centres, tex
                     f"| {percentile(latency, 99):.1f} | | {found:.3f} | | | | | |"
                 )
                 print(rows[-1], flush=True)
+            if dtype not in filtered_by_dtype or len(filtered_by_dtype[dtype]) != len(limits):
+                queries = encode(encoder_at(checkpoint, dtype), sequential, batch=1)
+                filtered_by_dtype[dtype] = exact_tops(centres, count, queries, limits)
+            base_p50 = percentile([1000 * s for s in one["latencies"]], 50)
+            for share, limit, matched, exact_among in zip(
+                args.selectivity, limits, matching, filtered_by_dtype[dtype], strict=True
+            ):  # the sequential pass with a filter, same server and queries
+                text = f"meta.bucket < {limit}"
+                run_load(url, warmup[:4], 1, work, filter_text=text)  # the filter's clip ids are cached
+                before = stage_totals(url)
+                filtered = run_load(url, sequential, 1, work, filter_text=text)
+                stages = stage_means(before, stage_totals(url))
+                latency = [1000 * s for s in filtered["latencies"]]
+                found = recall(filtered["answers"], exact_among)
+                p50, p99 = percentile(latency, 50), percentile(latency, 99)
+                strategy = filter_strategy(meta.factory, count, matched, default_nprobe)
+                rows.append(
+                    f"| {count:,} | {meta.factory} | {strategy} | {config}, `{text}` ({100 * share:g} %) "
+                    f"| {p50:.1f} | {p99:.1f} | | {found:.3f} | "
+                    f"| {1000 * stages['tvr_encode_seconds']:.1f} / {1000 * stages['tvr_search_seconds']:.2f} / "
+                    f"{1000 * stages['tvr_catalog_seconds']:.2f} | | | |"
+                )
+                print(rows[-1], flush=True)
+                summary.append(
+                    f"| {count:,} | `{text}` | {100 * share:g} % ({matched:,} clips) | {strategy} "
+                    f"| {p50:.1f} | {p99:.1f} | {p50 / base_p50:.2f} | {1000 * stages['tvr_search_seconds']:.2f} "
+                    f"| {found:.3f} | {'met' if p50 <= 1.5 * base_p50 and found >= 0.95 else 'missed'} |"
+                )
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -479,6 +562,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=32)
     parser.add_argument("--nprobe", type=int, nargs="*", default=[], help="also measure these per-call nprobe")
     parser.add_argument("--sweep-queries", type=int, default=100)
+    parser.add_argument(
+        "--selectivity",
+        type=float,
+        nargs="*",
+        default=[0.001, 0.01, 0.1],
+        help="also run the sequential pass with a filter keeping this share of the clips (multiples of 1/1000)",
+    )
     parser.add_argument(
         "--configs",
         nargs="+",
@@ -504,9 +594,17 @@ def main(argv: list[str] | None = None) -> None:
         "| server CPU ms/query (c=16) | CPU-bound ceiling q/s, 2 cores |",
         "| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
+    summary = [
+        "| clips | filter | matching | strategy | p50 ms (c=1) | p99 ms (c=1) | x unfiltered p50 "
+        "| search ms per query | recall@10 among matching | goal (<= 1.5x p50, >= 0.95) |",
+        "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for count in args.clips:
-        rows += measure(count, args, checkpoint, centres, texts)
+        rows += measure(count, args, checkpoint, centres, texts, summary)
     print("\n" + "\n".join(rows))
+    if len(summary) > 2:
+        print("\nFiltered search against the unfiltered sequential pass of the same server:\n")
+        print("\n".join(summary))
 
 
 if __name__ == "__main__":
