@@ -24,7 +24,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,17 +31,24 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import store, vector_index
-from indexer.attributes import AttributesFingerprint, attributes_fingerprint, read_clip_attributes
+from indexer import store
 from indexer.errors import IndexerError
-from indexer.queries import Fingerprint, ids_fingerprint, indexed_clips_fingerprint
+from indexer.queries import Fingerprint, ids_fingerprint
 from indexer.store import PublishedIndex
 from indexer.sync import sync_index
 
 from .batching import Query, QueryBatcher
 from .examples import ExampleEncoder
-from .filtering import ClipFilter
-from .jobs import Job, JobRunner
+from .index_state import (
+    CatalogFollower,
+    CatalogWatch,
+    CheckpointMismatch,
+    ReloadOutcome,
+    attributes_changed,
+    mismatch_message,
+    served_index,
+)
+from .jobs import JobRunner
 from .metrics import Metrics
 from .search import SearchOptions, SearchResult, ServedIndex, search
 from .settings import ServiceSettings
@@ -52,15 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# What the periodic check compares: the indexed clips' ids, and the indexed videos' attributes (filters)
-CatalogState = tuple[Fingerprint, AttributesFingerprint]
-
 EncoderFactory = Callable[[ServiceSettings], "VideoTextEncoder"]
 RETRY_SECONDS = 5.0  # how often a service without catalog or index looks for them again
-
-
-class CheckpointMismatch(IndexerError):
-    """The text encoder is not the one whose video encoder built the index."""
 
 
 class NotReady(Exception):
@@ -78,53 +77,6 @@ def load_encoder_from_settings(settings: ServiceSettings) -> VideoTextEncoder:
         torch.set_num_threads(settings.threads)
         faiss.omp_set_num_threads(settings.threads)
     return load_encoder(settings.checkpoint, device=settings.device, text_precision=settings.query_precision)
-
-
-@dataclass
-class CatalogWatch:
-    """The settle rule of the periodic check: sync when the catalog is quiet (the same fingerprint at two
-    checks in a row), or when the served index has been behind it for ``max_lag_s`` during a long ingest.
-    Start-up and ``reload()`` sync at once and do not ask it."""
-
-    max_lag_s: float
-    last_seen: CatalogState | None = None  # the catalog's state at the previous check
-    behind_since: float | None = None  # clock time of the first check that found the served index behind
-
-    def sync_reason(self, catalog: CatalogState, served: CatalogState | None, now: float) -> str | None:
-        """Record one check; why to sync now, or None (in step, or still changing and not yet too stale)."""
-        quiet, self.last_seen = catalog == self.last_seen, catalog
-        if catalog == served:
-            self.behind_since = None
-            return None
-        if self.behind_since is None:
-            self.behind_since = now
-        lag = now - self.behind_since
-        if quiet:
-            return "catalog quiet"
-        if lag >= self.max_lag_s:
-            return f"lagging {lag:.0f} s"
-        return None
-
-    def behind_s(self, now: float) -> float | None:
-        """Seconds the served index has been behind the catalog, as checks found it; None when in step."""
-        return None if self.behind_since is None else now - self.behind_since
-
-
-@dataclass(frozen=True)
-class ReloadOutcome:
-    reloaded: bool
-    version: int
-    previous: int | None
-    vectors: int
-
-
-def mismatch_message(settings: ServiceSettings, encoder_id: str, meta: store.IndexMeta) -> str:
-    return (
-        f"the published index v{meta.version:06d} in {meta.path.parent} was built with checkpoint "
-        f"{meta.checkpoint_id}, but TVR_CHECKPOINT={settings.checkpoint} is checkpoint {encoder_id}: texts and "
-        "videos would be embedded by different encoders. Serve with the checkpoint that built the index, or "
-        "re-encode the collection with this one (`tvr ingest --switch-checkpoint ...`)"
-    )
 
 
 class Resources:
@@ -153,6 +105,7 @@ class Resources:
         self.index: ServedIndex | None = None  # replaced whole, never mutated
         self.served_fingerprint: Fingerprint | None = None  # of the ids self.index holds
         self.catalog_watch = CatalogWatch(settings.index_sync_max_lag_s)
+        self.follower = CatalogFollower(self)  # the periodic check against the catalog
         self.engine: Engine | None = None
         self.sessions: sessionmaker[Session] | None = None
         self.stage = "starting"  # what load() is doing, or why the service is not ready
@@ -162,7 +115,6 @@ class Resources:
         self._reload_lock = asyncio.Lock()
         self.jobs = JobRunner()  # index work off the request path (syncs, republishing after a delete)
         self.examples = ExampleEncoder(settings)  # uploaded images and videos, in a process of their own
-        self._sync_job: Job | None = None
         self._load_task: asyncio.Task[None] | None = None
         self._writer: Engine | None = None
 
@@ -195,7 +147,7 @@ class Resources:
                     raise
                 except (NotReady, IndexerError) as exc:
                     log.debug("still not ready: %s", exc)
-            await self._follow_catalog()
+            await self.follower.run()
         except CheckpointMismatch as exc:
             self._die(str(exc))
         except asyncio.CancelledError:
@@ -282,43 +234,6 @@ class Resources:
             log.info("index synced from the catalog: published v%06d (%d vectors)", meta.version, meta.vector_count)
         return meta
 
-    def check_catalog(self) -> str | None:
-        """One periodic check (two aggregate queries; blocking): why to sync now, or None (``CatalogWatch``)."""
-        with self.read_session() as session:
-            catalog = (indexed_clips_fingerprint(session), attributes_fingerprint(session))
-        return self.catalog_watch.sync_reason(catalog, self.served_state(), self.clock())
-
-    def served_state(self) -> CatalogState | None:
-        index = self.index
-        if index is None or self.served_fingerprint is None or index.clip_filter is None:
-            return None
-        return self.served_fingerprint, index.clip_filter.attributes.fingerprint
-
-    async def _follow_catalog(self) -> None:
-        """Every ``index_sync_s`` seconds (0: never), ``follow_catalog_once``."""
-        interval = self.settings.index_sync_s
-        while interval > 0:
-            await asyncio.sleep(interval)
-            await self.follow_catalog_once()
-
-    async def follow_catalog_once(self) -> Job | None:
-        """Check the catalog and, when the settle rule says so, submit a background sync; that job."""
-        if self._sync_job is not None and self._sync_job.finished_at is None:
-            return None  # the last one is still queued or running
-        try:
-            reason = await asyncio.to_thread(self.check_catalog)
-        except (NotReady, SQLAlchemyError) as exc:
-            log.warning("index sync: cannot read the catalog: %s", exc)
-            return None
-        version = self.index.meta.version if self.index is not None else 0
-        if reason is None:
-            if self.catalog_watch.behind_since is not None:
-                log.debug("index sync: deferred, the catalog is still changing (served v%06d)", version)
-            return None
-        log.info("index sync: the catalog's clips differ from the served index v%06d (%s); syncing", version, reason)
-        self._sync_job = self.jobs.submit("sync", self.sync_job)
-        return self._sync_job
-
     async def sync_job(self) -> int | None:
         """A job's work: sync and swap; the served version."""
         return (await self.reload()).version
@@ -366,16 +281,12 @@ class Resources:
         return ReloadOutcome(True, loaded.meta.version, old, int(loaded.index.ntotal))
 
     def _served(self, loaded: PublishedIndex) -> ServedIndex:
-        """``loaded`` with the attributes of its clips read from the catalog (blocking), ready to filter."""
-        vector_index.allow_reconstruct(loaded.index)  # exact scoring of few matching clips; dedupe
         with self.read_session() as session:
-            attributes = read_clip_attributes(session, loaded.ids())
-        return ServedIndex(loaded.index, loaded.meta, ClipFilter(attributes))
+            return served_index(loaded, session)
 
     def _attributes_changed(self, served: ServedIndex) -> bool:
         with self.read_session() as session:
-            current = attributes_fingerprint(session)
-        return served.clip_filter is None or served.clip_filter.attributes.fingerprint != current
+            return attributes_changed(served, session)
 
     def _catalog_checkpoints(self) -> dict[str, int]:
         from indexer.queries import indexed_checkpoints

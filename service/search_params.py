@@ -18,7 +18,8 @@ from indexer.errors import IndexerError
 from indexer.queries import clip_embedding
 
 from .access import Viewer, inside_roots
-from .filters import Comparison, FilterError, Node, all_of, filter_from_json, parse_filter
+from .filter_text import parse_filter
+from .filters import Comparison, FilterError, Node, all_of, filter_from_json
 from .resources import Resources
 from .search import ServedIndex
 

@@ -199,7 +199,7 @@ async def change_then_check(resources, clock: FakeClock, now: float, path: str |
     clock.now = now
     if path is not None:
         await asyncio.to_thread(delete_video, resources.settings, path)
-    return await resources.follow_catalog_once()
+    return await resources.follower.follow_once()
 
 
 async def assert_synced_by(resources, job, served: int) -> None:  # type: ignore[no-untyped-def]
@@ -227,7 +227,7 @@ def test_a_catalog_that_changes_at_every_check_is_synced_once_quiet_for_one_peri
         await assert_synced_by(resources, job, served)
         assert await change_then_check(resources, clock, 90.0, None) is None  # in step: nothing to do
 
-    with caplog.at_level(logging.DEBUG, logger="service.resources"):
+    with caplog.at_level(logging.DEBUG, logger="service"):
         run_loaded(private_corpus.settings(index_sync_s=0, index_sync_max_lag_s=600), tiny_encoder, scenario)
     assert "deferred, the catalog is still changing" in caplog.text
     assert "(catalog quiet); syncing" in caplog.text
@@ -243,7 +243,7 @@ def test_a_catalog_that_keeps_changing_is_synced_once_the_index_lags_the_maximum
         job = await change_then_check(resources, clock, 120.0, paths.pop())  # still changing, 120 s behind
         await assert_synced_by(resources, job, served)
 
-    with caplog.at_level(logging.INFO, logger="service.resources"):
+    with caplog.at_level(logging.INFO, logger="service"):
         run_loaded(private_corpus.settings(index_sync_s=0, index_sync_max_lag_s=100), tiny_encoder, scenario)
     assert "(lagging 120 s); syncing" in caplog.text
 
@@ -276,7 +276,7 @@ def test_readyz_shows_how_long_the_index_is_behind_and_reload_syncs_at_once(
     assert before["index_behind_catalog_s"] is None
     clock.now = 1000.0
     delete_video(resources.settings, video_paths(private_corpus)[0])
-    assert resources.check_catalog() is None  # the first check to see it: the catalog may still change
+    assert resources.follower.check() is None  # the first check to see it: the catalog may still change
     clock.now = 1042.0
     assert httpx.get(f"{server.url}/readyz").json()["index_behind_catalog_s"] == 42.0
     answer = httpx.post(f"{server.url}/admin/reload", headers={"X-API-Key": api_key})

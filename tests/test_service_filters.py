@@ -23,8 +23,9 @@ from indexer import vector_index
 from indexer.attributes import ClipAttributes, VideoColumns
 from indexer.store import IndexMeta
 from service import search as engine
+from service.filter_text import parse_filter
 from service.filtering import ClipFilter
-from service.filters import Comparison, filter_from_json, parse_filter
+from service.filters import Comparison, filter_from_json
 from service.search import SearchOptions, ServedIndex
 
 pytest_plugins = ["service_fixtures"]
@@ -240,8 +241,8 @@ def test_a_renamed_collection_is_searchable_after_the_catalog_changes(labelled, 
         )
     assert http.get("/search", params={"q": QUERY, "collection": "archive"}).status_code == 422  # not yet seen
     resources = server.resources  # the periodic check sees the change, without any clip changing
-    assert resources.check_catalog() is None  # first seen: wait for the catalog to settle
-    assert resources.check_catalog() == "catalog quiet"
+    assert resources.follower.check() is None  # first seen: wait for the catalog to settle
+    assert resources.follower.check() == "catalog quiet"
     assert http.post("/admin/reload", headers={"X-API-Key": api_key}).status_code == 200
     body = _get(http, q=QUERY, collection="archive", k=100)
     assert {hit["video_id"] for hit in body["results"]} == {

@@ -13,7 +13,7 @@ from indexer.errors import IndexerError
 from ..admin import UnknownVideo, delete_from_catalog, republish
 from ..deps import AdminDep, ResourcesDep
 from ..errors import ERROR_RESPONSES
-from ..resources import CheckpointMismatch
+from ..index_state import CheckpointMismatch
 from ..schemas import DeleteAccepted, JobOut, Problem, ReloadResponse
 from .videos import VideoId
 
