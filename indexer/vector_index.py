@@ -168,24 +168,29 @@ def search_exactly_among(
     index: faiss.Index, queries: np.ndarray, k: int, ids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` among ``ids`` by exhaustive scoring of their stored vectors (as the index holds them: an
-    IVF's codes are decoded), for when few ids match; same shape and padding as ``search``."""
+    IVF's codes are decoded), for when few ids match; same shape and padding as ``search``. Scored by FAISS
+    rather than numpy: numpy's OpenBLAS threads keep spinning after a product and slowed the query encoder's
+    next call threefold on two cores (docs/BENCHMARKS.md, "Filtered search")."""
     queries = _query_rows(index, queries)
-    scores = queries @ reconstruct(index, ids).T
-    count = min(int(k), len(ids))
     found_scores = np.full((len(queries), int(k)), -np.inf, dtype=np.float32)
     found_ids = np.full((len(queries), int(k)), -1, dtype=np.int64)
+    count = min(int(k), len(ids))
     if count == 0:
         return found_scores, found_ids
-    top = (
-        np.argpartition(-scores, count - 1, axis=1)[:, :count]
-        if count < len(ids)
-        else np.tile(np.arange(len(ids)), (len(queries), 1))
-    )
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    found_scores[:, :count] = np.take_along_axis(top_scores, order, axis=1)
-    found_ids[:, :count] = ids[np.take_along_axis(top, order, axis=1)]
+    scores, rows = faiss.knn(queries, reconstruct(index, ids), count, metric=faiss.METRIC_INNER_PRODUCT)
+    found_scores[:, :count] = scores
+    found_ids[:, :count] = np.where(rows >= 0, ids[np.maximum(rows, 0)], -1)
     return found_scores, found_ids
+
+
+def similar_pairs(vectors: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """Per row of ``vectors``, the rows whose inner product with it is at least ``threshold`` (itself
+    included), by FAISS's range search (no numpy product: see ``search_exactly_among``)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    limits, _, rows = flat.range_search(vectors, float(np.nextafter(np.float32(threshold), np.float32(-1))))
+    return [rows[limits[i] : limits[i + 1]] for i in range(len(vectors))]
 
 
 def reconstruct(index: faiss.Index, ids: np.ndarray) -> np.ndarray:

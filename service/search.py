@@ -37,8 +37,8 @@ from .filtering import ClipFilter
 from .filters import Node
 from .metrics import Metrics
 
-EXACT_SHARE = 0.02  # an approximate index scores the matching clips exhaustively up to this share of it
-EXACT_MIN = 20_000  # ... or up to this many clips
+EXACT_SHARE = 0.003  # an approximate index scores the matching clips exhaustively up to this share of it
+EXACT_MIN = 3_000  # ... or up to this many clips (measured crossover: docs/BENCHMARKS.md, "Filtered search")
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -138,10 +138,10 @@ def deduplicated(
         return scores, ids
     vectors = vector_index.reconstruct(index.index, ids)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    similar = (vectors @ vectors.T) >= threshold
+    alike = vector_index.similar_pairs(vectors, threshold)
     kept = np.zeros(len(ids), dtype=bool)
-    for i in range(len(ids)):
-        kept[i] = not similar[i, kept].any()
+    for i, rows in enumerate(alike):
+        kept[i] = not kept[rows].any()
     return scores[kept], ids[kept]
 
 
