@@ -28,7 +28,8 @@ from indexer.catalog import Clip, Video
 from indexer.clips import ClipPolicy
 from indexer.db import make_sessionmaker, open_catalog
 from model.video import VideoReader
-from service.examples import TEST_GATE_ENV, ExampleEncoder, ExampleRejected, read_upload, save_upload
+from service.example_media import ExampleRejected
+from service.examples import TEST_GATE_ENV, ExampleEncoder, read_upload, save_upload
 from service.settings import ServiceSettings
 
 pytestmark = pytest.mark.slow  # each encoder starts a process that loads a checkpoint

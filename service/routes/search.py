@@ -25,7 +25,8 @@ from ..access import Viewer, shown_path
 from ..batching import CannotMix, QueryInput
 from ..deps import IndexDep, ResourcesDep, ViewerDep
 from ..errors import ERROR_RESPONSES
-from ..examples import ExampleRejected, read_upload, save_upload
+from ..example_media import ExampleRejected
+from ..examples import read_upload, save_upload
 from ..filters import Node
 from ..resources import Resources
 from ..schemas import (
