@@ -15,7 +15,9 @@ Modules (import them directly; this package imports nothing, so ``tvr --help`` s
 - ``workers``       the pool of decoding processes, with decoder crashes contained to their file.
 - ``encode``        the encoding stage: decoded clips to embeddings on the encoder's device.
 - ``runs``          one record per ``tvr ingest`` run.
-- ``pipeline``      ``ingest``: the local loop that drives the stages, then publishes.
+- ``pipeline``      ``ingest``: plans, drives the stages through a runner, commits each video, publishes.
+- ``local_runner``  the local loop: decoding processes (or NVDEC) ahead of the encoder, batches.
+- ``progress``      ``IngestSummary`` and the progress bar.
 - ``vector_index``  FAISS operations: ``choose_factory``, build, ``search`` with per-call ``nprobe``.
 - ``store``         published index versions on disk: ``publish``, ``load_published_index`` (memory-mapped).
 - ``builder``, ``calibration``  building an index from stored embeddings; measuring its search depth.

@@ -4,9 +4,9 @@ video in one transaction -> publish the index.
 The stages have one owner each, so a cluster runner can reuse them: ``planning`` decides what to do,
 ``decode`` (in the ``workers`` pool) hashes, probes and decodes files, ``encode`` turns clips into vectors,
 ``records`` writes the catalog, ``runs`` keeps the run's record and ``sync`` publishes the index. This module
-is the local loop that drives them: each worker decodes one file at a time and streams its clips in chunks,
-so while a batch is encoded the workers decode the next ones; the loop reads from them only while it has
-room for more clips, so memory stays bounded however long the videos.
+is the driver: it plans, keeps each video's clips until all are encoded, commits them and publishes; the
+decoding and encoding run in ``local_runner`` (this machine) or ``ray_runner`` (a Ray cluster), which hand
+their events and vectors back to it.
 """
 
 from __future__ import annotations
@@ -18,26 +18,25 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from model.video_pyav import DecodeSteps
 
-from . import nvdec, planning, ray_runner, records
+from . import local_runner, nvdec, planning, ray_runner, records
 from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
-from .decode import TIMING_KEYS, DecodedChunk, DecodedClip, DecodeFailed, DecodeSpec, Probed, Segment, decode_video
-from .encode import cores_restored, encode_clips, share_cores
+from .decode import TIMING_KEYS, DecodeSpec, Probed, Segment
+from .progress import IngestSummary, Outcome, count_video, progress_bar
 from .ray_runner import RayOptions
 from .runs import RunCounts, finish_run, start_run
 from .settings import Settings
 from .sources import Discovery, Source
-from .store import IndexMeta
 from .sync import sync_index
-from .workers import Message, Task, WorkerPool, decode_threads, default_workers, start_worker_context
+from .workers import decode_threads, default_workers, start_worker_context
 
 if TYPE_CHECKING:
     from model.protocols import VideoTextEncoder
@@ -66,24 +65,6 @@ class IngestOptions:
     nvdec_sessions: int = 4  # files NVDEC decodes at once (threads)
     gpu_decode: nvdec.GpuDecodeFn | None = None  # the NVDEC pool's decode function (tests stand a fake in)
     ray: RayOptions | None = None  # decode and encode on a Ray cluster (ray_runner.py) instead of this machine
-
-
-@dataclass
-class IngestSummary:
-    run_id: int
-    discovered: int
-    ignored: int
-    indexed: int = 0
-    skipped: int = 0
-    moved: int = 0  # unchanged videos moved to another collection (counted in ``skipped`` too)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-    clips: int = 0
-    video_seconds: float = 0.0  # duration of the videos indexed
-    seconds: float = 0.0
-    index: IndexMeta | None = None
-    # seconds per step: the decoders' (summed over workers: hash, open, demux, decode, convert, thumbnails)
-    # and this process's (waiting for decoded clips, encoding, catalog commits)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,10 +151,8 @@ class _Ingestion:
             scale_in_decoder=options.scale_in_decoder,
             segment_clips=0 if self.decoder == "nvdec" else options.segment_clips,  # NVDEC decodes files whole
         )
-        self.max_buffer = 2 * options.batch_size + options.chunk_clips
         self.waiting: deque[_Job] = deque()  # videos not started, largest first
         self.segments: deque[tuple[_Job, Segment]] = deque()  # later clips of long videos, before new videos
-        self.buffer: list[tuple[_Job, int, DecodedClip]] = []  # (job, its attempt, clip)
         self.timers = dict.fromkeys(TIMING_KEYS, 0.0) | {"wait_decode": 0.0, "encode": 0.0, "commit": 0.0}
         self.bar: tqdm[Any] | None = None
         self.summary = IngestSummary(run_id=0, discovered=0, ignored=0)
@@ -209,19 +188,12 @@ class _Ingestion:
             self.checkpoint_id,
         )
         status = RunStatus.failed
-        self.bar = tqdm(
-            total=len(sources),
-            initial=summary.skipped,
-            unit="video",
-            disable=not self.options.progress if self.options.progress is not None else None,
-            dynamic_ncols=True,
-        )
+        self.bar = progress_bar(summary, self.options.progress)
         try:
             if self.options.ray is not None and self.cluster is not None:
                 ray_runner.run(self, self.options.ray, self.cluster)
             else:
-                with cores_restored(self.encoder.device):
-                    self._loop()
+                local_runner.run(self)
             self.bar.close()
             if self.options.publish:
                 summary.index = sync_index(
@@ -239,53 +211,7 @@ class _Ingestion:
             finish_run(self.writes, summary.run_id, status, counts)
         return summary
 
-    # --- the event loop -----------------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        batch_size = self.options.batch_size
-
-        def cpu_pool() -> WorkerPool[_Job]:
-            return WorkerPool(self.options.workers, self.spec, has_work=self.has_work, decode=decode_video)
-
-        pool: WorkerPool[_Job] | nvdec.GpuPool[_Job]
-        if self.decoder == "nvdec":  # files it gives up on go to a CPU pool, made when one does
-            gpu_decode = self.options.gpu_decode or nvdec.decode_video_nvdec
-            pool = nvdec.GpuPool(self.options.nvdec_sessions, self.spec, self.encoder.device, cpu_pool, gpu_decode)
-        else:
-            pool = cpu_pool()
-        try:
-            while True:
-                pool.fill(self._next_task)
-                if len(self.buffer) >= batch_size:
-                    self._encode(batch_size)
-                    continue
-                if not pool.busy:
-                    if self.buffer:
-                        self._encode(len(self.buffer))
-                        continue
-                    if pool.has_retries or self.has_work():
-                        continue
-                    break
-                waited = time.perf_counter()
-                messages = pool.poll(0.2 if self.buffer else None)
-                self.timers["wait_decode"] += time.perf_counter() - waited
-                if not messages and self.buffer:
-                    self._encode(len(self.buffer))  # the workers are slower than the encoder: do not wait
-                for message in messages:
-                    self._handle(message)
-        finally:
-            pool.close()
-
-    def _next_task(self) -> Task[_Job] | None:
-        if len(self.buffer) >= self.max_buffer:
-            return None
-        taken = self.take_task()
-        if taken is None:
-            return None
-        job, segment = taken
-        return Task(str(job.source.path), job.known_hash, job, segment)
-
-    # --- what every executor calls (the local loop above, ray_runner) ---------------------------------------
+    # --- what every executor calls (local_runner, ray_runner) ----------------------------------------------
 
     def has_work(self) -> bool:
         return bool(self.segments or self.waiting)
@@ -301,24 +227,6 @@ class _Ingestion:
     def add_timings(self, timings: dict[str, float]) -> None:
         for key, seconds in timings.items():
             self.timers[key] = self.timers.get(key, 0.0) + seconds
-
-    def _handle(self, message: Message[_Job]) -> None:
-        job = message.owner
-        if message.kind == "retry":  # its worker died: the task runs again; the clips that came stay valid
-            log.debug("%s: decoding again on a fresh worker", job.source.path)
-        elif message.kind == "restart":
-            self.void(job)
-        elif message.kind == "failed":
-            self.fail(job, message.error or "unknown error")
-        elif message.kind == "event":
-            event = message.event
-            self.add_timings(getattr(event, "timings", {}))
-            if isinstance(event, Probed):
-                self.prepare(job, event)
-            elif isinstance(event, DecodedChunk) and not job.done:
-                self.buffer += [(job, job.attempt, clip) for clip in event.clips]
-            elif isinstance(event, DecodeFailed):
-                self.fail(job, event.error)
 
     def void(self, job: _Job) -> None:
         """Another decoder takes the file over (the CPU after NVDEC): its clips, a little different, replace
@@ -346,20 +254,7 @@ class _Ingestion:
         job.encoded = np.zeros(count, bool)
         self.segments.extend((job, segment) for segment in probed.segments)
 
-    # --- encoding and committing ------------------------------------------------------------------------------
-
-    def _encode(self, count: int) -> None:
-        full = len(self.buffer) >= self.max_buffer  # then the loop stopped reading and the decoders wait
-        share_cores(self.encoder.device, 0 if full else self.options.workers)
-        taken, self.buffer = self.buffer[:count], self.buffer[count:]
-        batch = [(job, clip) for job, attempt, clip in taken if not job.done and attempt == job.attempt]
-        if not batch:
-            return
-        started = time.perf_counter()
-        vectors = encode_clips(self.encoder, [clip for _, clip in batch])
-        self.timers["encode"] += time.perf_counter() - started
-        for (job, clip), vector in zip(batch, vectors, strict=True):
-            self.store(job, clip.position, vector, clip.thumbnail)
+    # --- committing ---------------------------------------------------------------------------------------------
 
     def store(self, job: _Job, position: int, vector: np.ndarray, thumbnail: bytes) -> None:
         """One clip's embedding and thumbnail; the video is committed once it has all of them."""
@@ -413,16 +308,7 @@ class _Ingestion:
         finally:
             self.timers["commit"] += time.perf_counter() - started
 
-    def _finish(self, job: _Job, outcome: Literal["indexed", "skipped", "failed"]) -> None:
+    def _finish(self, job: _Job, outcome: Outcome) -> None:
         job.done = True
         job.embeddings, job.thumbnails, job.encoded = None, [], None
-        if outcome == "indexed":
-            self.summary.indexed += 1
-        elif outcome == "skipped":
-            self.summary.skipped += 1
-        if self.bar is not None:
-            self.bar.update(1)
-            hours = self.summary.video_seconds / 3600
-            self.bar.set_postfix(
-                clips=self.summary.clips, hours=f"{hours:.2f}", failed=len(self.summary.failed), refresh=False
-            )
+        count_video(self.summary, self.bar, outcome)

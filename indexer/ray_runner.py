@@ -1,21 +1,20 @@
 """Ingestion on a Ray cluster (``tvr ingest --ray``): the local pipeline's stages, placed by Ray.
 
 The driver plans, writes the catalog and publishes the index exactly as a local run does
-(``pipeline._Ingestion``); only decoding and encoding move to the cluster:
+(``pipeline._Ingestion``); only decoding and encoding move to the cluster, to ``ray_remote``'s decoding
+task and encoder actors. This module joins (or starts) the cluster and schedules them:
 
-- each file is decoded by a Ray task running ``decode.decode_video`` unchanged, as a streaming generator;
-- each chunk of clips is encoded by one of a pool of encoder actors (``encode.encode_clips`` on
-  ``model.load_encoder``'s encoder), each holding a GPU where the cluster has them;
-- or, where the decoder resolves to NVDEC (``nvdec.choose_decoder``, asked of an actor), the GPU encoder
-  actors decode files themselves (``nvdec.decode_video_nvdec``, several at once on their own CUDA streams),
-  encode each chunk where its frames are and send back only vectors; a file NVDEC gives up on is voided
-  (the local pipeline's "restart") and decoded by a CPU task as above.
+- each file, or segment of a long one, to a decoding task, and each chunk of clips it decodes to one of a
+  pool of encoder actors, each holding a GPU where the cluster has them;
+- or, where the decoder resolves to NVDEC (``nvdec.choose_decoder``, asked of an actor), each file to an
+  actor's NVDEC sessions; a file NVDEC gives up on is voided (the local pipeline's "restart") and decoded
+  by a CPU task as above.
 
-Frames travel from a decoding task to an actor through Ray's object store, never through the driver: for
-each chunk the task yields a small ``ChunkNotice`` first (read by the driver) and then the chunk itself
-(handed to an actor unread). Only vectors and thumbnails come back. Ray retries a decoding task or restarts
-an actor whose process dies; the driver counts each clip once however often it is encoded, and commits a
-video in one transaction once all its clips are in, so a rerun after a crash redoes only what is missing.
+Frames travel from a decoding task to an actor through Ray's object store, never through the driver: it
+reads each chunk's ``ChunkNotice`` and hands the chunk itself to an actor unread. Only vectors and
+thumbnails come back. Ray retries a decoding task or restarts an actor whose process dies; the driver counts
+each clip once however often it is encoded, and commits a video in one transaction once all its clips are
+in, so a rerun after a crash redoes only what is missing.
 
 Ray is an optional dependency: it is imported only here, and only when ``--ray`` is asked for.
 """
@@ -26,21 +25,24 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import nvdec
-from .decode import DecodedChunk, DecodeFailed, DecodeSpec, Probed, Segment, decode_video, describe_error
+from .decode import DecodeFailed, Probed, Segment, describe_error
 from .errors import IndexerError
-from .nvdec_source import UseCpu, first_line
+from .ray_remote import (
+    KILL_HOOK_ENV,
+    ChunkNotice,
+    EncodedChunk,
+    EncoderActor,
+    GaveUp,
+    decode_on_node,
+    node_checkpoint,
+)
 
 if TYPE_CHECKING:
     from .pipeline import _Ingestion, _Job
@@ -48,9 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'Ray is not installed: pip install "tvr[ray]" (in a checkout: pip install -e ".[ray]")'
-# Test hook: "decoder:MARKER" or "encoder:MARKER" kills that process once (SIGKILL) mid-file, MARKER being a
-# file created on the way so that the retry lives; the tests prove the job survives a lost worker.
-KILL_HOOK_ENV = "TVR_TEST_KILL_ONCE"
 CHUNKS_PER_ACTOR = 2  # encoder calls queued per actor: one running, one waiting, so it never idles
 NVDEC_GROUP = "nvdec"  # the actors' concurrency group of NVDEC files (encode calls keep the default group)
 
@@ -63,139 +62,12 @@ class RayOptions:
     device: str | None = None  # encoders' device: None picks cuda when the cluster has GPUs, else cpu
 
 
-@dataclass
-class ChunkNotice:
-    """Yielded by a decoding task just before each chunk: what the driver needs to know of it."""
-
-    clips: int
-    timings: dict[str, float]
-
-
-@dataclass
-class EncodedChunk:
-    positions: list[int]
-    vectors: np.ndarray  # float32 (len(positions), dim)
-    thumbnails: list[bytes]
-    seconds: float  # spent encoding
-    timings: dict[str, float] = field(default_factory=dict)  # its decoding's, when the actor decoded it too
-
-
-@dataclass
-class GaveUp:
-    """Yielded by an actor that gives up decoding a file with NVDEC: a CPU task decodes it instead."""
-
-    reason: str
-    expected: bool  # UseCpu (a codec NVDEC lacks, say), not an error
-
-
 def import_ray() -> Any:
     try:
         import ray
     except ImportError:
         raise IndexerError(INSTALL_HINT) from None
     return ray
-
-
-# --- what runs on the cluster ---------------------------------------------------------------------------------
-
-
-def decode_on_node(
-    path: str, known_hash: str | None, spec: DecodeSpec, segment: Segment | None, kill_hook: str | None
-) -> Any:
-    """The decoding task: ``decode_video``'s events (a file, or a segment of a long one), each chunk
-    preceded by its notice."""
-    for event in decode_video(path, known_hash, spec, segment):
-        if isinstance(event, DecodedChunk):
-            yield ChunkNotice(len(event.clips), event.timings)
-            yield event
-            _maybe_die(kill_hook, "decoder")
-        else:
-            yield event
-
-
-class EncoderActor:
-    """One encoder, loaded once, encoding the chunks it is handed, or decoding files with NVDEC and encoding
-    their chunks itself (``gpu_decode``: ``nvdec.decode_video_nvdec``, or a stand-in for tests)."""
-
-    def __init__(
-        self,
-        checkpoint: str,
-        device: str,
-        checkpoint_id: str,
-        kill_hook: str | None,
-        gpu_decode: nvdec.GpuDecodeFn | None = None,
-    ) -> None:
-        from model import load_encoder
-
-        self.encoder = load_encoder(checkpoint, device=device)
-        if self.encoder.checkpoint_id != checkpoint_id:
-            raise IndexerError(
-                f"checkpoint {checkpoint!r} is {self.encoder.checkpoint_id} on this node but {checkpoint_id} on "
-                "the driver: every node must see the same checkpoint file"
-            )
-        self.kill_hook = kill_hook
-        self.gpu_decode = gpu_decode or nvdec.decode_video_nvdec
-        self.encoding = threading.Lock()  # NVDEC sessions' threads and encode calls share one encoder
-
-    def nvdec_unavailable(self) -> str | None:
-        return nvdec.nvdec_unavailable(self.encoder.device)
-
-    def encode(self, chunk: DecodedChunk) -> EncodedChunk:
-        from .encode import encode_clips
-
-        _maybe_die(self.kill_hook, "encoder")
-        with self.encoding:
-            started = time.perf_counter()
-            vectors = encode_clips(self.encoder, chunk.clips)
-        return EncodedChunk(
-            [clip.position for clip in chunk.clips],
-            vectors,
-            [clip.thumbnail for clip in chunk.clips],
-            time.perf_counter() - started,
-        )
-
-    def decode_and_encode(
-        self, path: str, known_hash: str | None, spec: DecodeSpec
-    ) -> Iterator[Probed | DecodeFailed | EncodedChunk | GaveUp]:
-        """A file decoded with NVDEC on this actor's device, each chunk encoded where its frames are: the
-        decoding events with vectors in place of frames, never frames; ``GaveUp`` last if NVDEC cannot."""
-        device = self.encoder.device
-        try:
-            with _own_stream(device):  # files decoded at once work side by side
-                for event in self.gpu_decode(path, known_hash, spec, device):
-                    if isinstance(event, DecodedChunk):
-                        encoded = self.encode(event)
-                        encoded.timings = event.timings
-                        yield encoded
-                    else:
-                        yield event
-        except Exception as exc:  # UseCpu, or anything else: a CPU task decodes this file
-            yield GaveUp(first_line(exc), isinstance(exc, UseCpu))
-
-
-def _own_stream(device: Any) -> contextlib.AbstractContextManager[Any]:
-    """A CUDA stream of its own on ``device`` for the calling thread (nothing on a CPU)."""
-    import torch
-
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.cuda.stream(torch.cuda.Stream(device))
-
-
-def _maybe_die(hook: str | None, role: str) -> None:
-    if not hook:
-        return
-    wanted, _, marker = hook.partition(":")
-    if wanted != role:
-        return
-    try:
-        Path(marker).touch(exist_ok=False)
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-# --- the driver ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -253,9 +125,8 @@ def run(ingestion: _Ingestion, options: RayOptions, cluster: Cluster) -> None:
     actors: list[Any] = []
     try:
         actors = _start_encoders(ray, ingestion, cluster, kill_hook)
-        _Driver(ray, ingestion, cluster, actors, kill_hook).run(
-            ingestion.options.decoder
-        )  # cpu: CPU tasks; nvdec: in the GPU actors
+        # the decoder asked for (cpu: CPU tasks; nvdec: in the GPU actors)
+        _Driver(ray, ingestion, cluster, actors, kill_hook).run(ingestion.options.decoder)
     finally:
         for actor in actors:  # a cluster joined lives on: free its resources now, even after an error
             with contextlib.suppress(Exception):  # never hide the error that ended the run
@@ -451,16 +322,6 @@ def _store(ingestion: _Ingestion, job: _Job, chunk: EncodedChunk) -> None:
     ingestion.timers["encode"] += chunk.seconds
     for position, vector, thumbnail in zip(chunk.positions, chunk.vectors, chunk.thumbnails, strict=True):
         ingestion.store(job, position, vector, thumbnail)
-
-
-def node_checkpoint(source: str) -> str:
-    """``source`` as every node can load it: a packaged name or an open_clip tag as is, a local path made
-    absolute (nodes must see it at that path)."""
-    from model.checkpoint import is_path_like, list_packaged
-
-    if source.startswith("openclip:") or (not is_path_like(source) and source in list_packaged()):
-        return source
-    return str(Path(source).expanduser().resolve())
 
 
 def _reason(exc: BaseException) -> str:

@@ -328,7 +328,7 @@ def test_a_long_file_is_split_into_segments_that_workers_decode_at_once(
     tiny_encoder,  # noqa: F811
     crash,
 ) -> None:
-    import indexer.pipeline
+    import indexer.local_runner
 
     folder = tmp_path / "videos"
     write_video(folder / "long.mp4", colored(LONG_SECONDS * 2, 32, 7), fps=2)
@@ -336,7 +336,7 @@ def test_a_long_file_is_split_into_segments_that_workers_decode_at_once(
     if crash:
         from indexer_fixtures import crashing_once_in_a_segment_decode
 
-        monkeypatch.setattr(indexer.pipeline, "decode_video", crashing_once_in_a_segment_decode)
+        monkeypatch.setattr(indexer.local_runner, "decode_video", crashing_once_in_a_segment_decode)
     settings = make_settings(tmp_path, tiny_checkpoint)
     # 23 clips in segments of 5: five tasks for two workers, each seeking to its own first clip
     summary = run_ingest(settings, [folder], tiny_encoder, workers=2, batch_size=4, chunk_clips=2, segment_clips=5)
@@ -388,12 +388,12 @@ def test_data_dir_copy_is_self_contained(tmp_path, tiny_checkpoint, tiny_encoder
 def test_a_crashing_decoder_fails_only_its_file(tmp_path, monkeypatch, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
     from indexer_fixtures import crashing_decode
 
-    import indexer.pipeline
+    import indexer.local_runner
 
     folder = tmp_path / "videos"
     write_small_corpus(folder, 4)
     write_video(folder / "crash.mp4", colored(5, 32, 50), fps=5)
-    monkeypatch.setattr(indexer.pipeline, "decode_video", crashing_decode)
+    monkeypatch.setattr(indexer.local_runner, "decode_video", crashing_decode)
     settings = make_settings(tmp_path, tiny_checkpoint)
     summary = run_ingest(settings, [folder], tiny_encoder, workers=2)
     assert summary.indexed == 4
@@ -407,12 +407,12 @@ def test_a_crashing_decoder_fails_only_its_file(tmp_path, monkeypatch, tiny_chec
 def test_workers_that_cannot_start_stop_the_run(tmp_path, monkeypatch, tiny_checkpoint, tiny_encoder) -> None:  # noqa: F811
     from indexer_fixtures import always_crashing_decode
 
-    import indexer.pipeline
+    import indexer.local_runner
     from indexer.errors import IndexerError
 
     folder = tmp_path / "videos"
     write_small_corpus(folder, 4)
-    monkeypatch.setattr(indexer.pipeline, "decode_video", always_crashing_decode)
+    monkeypatch.setattr(indexer.local_runner, "decode_video", always_crashing_decode)
     settings = make_settings(tmp_path, tiny_checkpoint)
     with pytest.raises(IndexerError, match="die before finishing any file"):
         run_ingest(settings, [folder], tiny_encoder, workers=2)
