@@ -367,3 +367,19 @@ def test_an_image_mixed_with_words_weights_the_two(client, service_corpus) -> No
     )
     assert mostly_text.status_code == 200, mostly_text.text
     assert [h["clip_id"] for h in mostly_text.json()["results"]] == [h["clip_id"] for h in only_text["results"]]
+
+
+def test_an_upload_over_the_limits_gets_a_413_or_422_naming_the_limit(service_corpus, start_server) -> None:
+    settings = service_corpus.settings(example_max_image_bytes=10_000, example_max_image_pixels=4_000)
+    server = start_server(settings)
+    big = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)).save(big, "PNG")
+    wide = io.BytesIO()
+    Image.new("RGB", (100, 50)).save(wide, "PNG")  # 5,000 pixels, a few hundred bytes
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        response = http.post("/search", files={"image": ("big.png", big.getvalue(), "image/png")})
+        assert response.status_code == 413, response.text
+        assert "larger than the limit of 0.01 MB (10000 bytes)" in response.json()["detail"]
+        response = http.post("/search", files={"image": ("wide.png", wide.getvalue(), "image/png")})
+        assert response.status_code == 422, response.text
+        assert "100x50 pixels" in response.json()["message"]
