@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,7 +33,7 @@ import numpy as np
 from filelock import FileLock
 
 from .errors import IndexStoreError
-from .vector_index import default_search_params, index_ids, search
+from .vector_index import IdSet, default_search_params, index_ids, search
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,23 @@ class PublishedIndex:
     meta: IndexMeta
 
     def search(
-        self, queries: np.ndarray, k: int, *, nprobe: int | None = None, ef_search: int | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        only: IdSet | None = None,
+        depth_boost: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Like ``vector_index.search``, with the version's default parameters where none are given."""
+        """Like ``vector_index.search``, with the version's default parameters where none are given, and the
+        search depth (IVF lists, HNSW candidates) multiplied by ``depth_boost``."""
         nprobe = nprobe if nprobe is not None else self.meta.search_defaults.get("nprobe")
         ef_search = ef_search if ef_search is not None else self.meta.search_defaults.get("efSearch")
-        return search(self.index, queries, k, nprobe=nprobe, ef_search=ef_search)
+        if depth_boost != 1.0:
+            nprobe = math.ceil(nprobe * depth_boost) if nprobe is not None else None
+            ef_search = max(k, math.ceil(ef_search * depth_boost)) if ef_search is not None else None
+        return search(self.index, queries, k, nprobe=nprobe, ef_search=ef_search, only=only)
 
     def ids(self) -> np.ndarray:
         return index_ids(self.index)

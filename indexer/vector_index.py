@@ -154,12 +154,10 @@ def search(
     queries = _query_rows(index, queries)
     params = search_parameters(index, nprobe=nprobe, ef_search=ef_search)
     if only is not None:
-        if params is None:
-            params = (
-                faiss.SearchParametersIVF()
-                if isinstance(core_index(index), faiss.IndexIVF)
-                else faiss.SearchParameters()
-            )
+        if params is None:  # an IVF keeps its own nprobe (SearchParametersIVF's default would be 1)
+            inner = core_index(index)
+            ivf = isinstance(inner, faiss.IndexIVF)
+            params = faiss.SearchParametersIVF(nprobe=int(inner.nprobe)) if ivf else faiss.SearchParameters()
         params.sel = only.selector
     return index.search(queries, int(k), params=params)
 

@@ -116,16 +116,13 @@ def _search_among(
         return vector_index.search(index.index, vectors, count, only=only)
     if len(only) <= max(EXACT_MIN, EXACT_SHARE * total):
         return vector_index.search_exactly_among(index.index, vectors, count, only.ids)
-    boost = 1 / math.sqrt(len(only) / total)
-    nprobe = options.nprobe if options.nprobe is not None else index.meta.search_defaults.get("nprobe")
-    ef_search = options.ef_search if options.ef_search is not None else index.meta.search_defaults.get("efSearch")
-    return vector_index.search(
-        index.index,
+    return index.search(
         vectors,
         count,
-        nprobe=math.ceil(nprobe * boost) if nprobe is not None else None,
-        ef_search=max(count, math.ceil(ef_search * boost)) if ef_search is not None else None,
+        nprobe=options.nprobe,
+        ef_search=options.ef_search,
         only=only,
+        depth_boost=1 / math.sqrt(len(only) / total),
     )
 
 

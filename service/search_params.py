@@ -77,8 +77,7 @@ def like_vector(resources: Resources, clip_id: int, viewer: Viewer) -> tuple[np.
     roots = resources.settings.media_roots
     if found is None or (roots and not inside_roots(found.path, roots)):
         raise HTTPException(404, f"like={clip_id}: no indexed clip with that id")
-    vector = np.frombuffer(found.embedding, dtype=np.float32).copy()
-    return vector / max(float(np.linalg.norm(vector)), 1e-12), found.video_id
+    return np.frombuffer(found.embedding, dtype=np.float32), found.video_id  # stored L2-normalised
 
 
 def search_filter(

@@ -199,9 +199,17 @@ async def search_get(
         invalid(("query", "q"), "give q (words to look for) or like (a clip id), one of them", q)
     example, excluded = await liked(resources, like, exclude_video, viewer, "query")
     node = search_filter(index, filter_given=filter, collection=collection, exclude_video=excluded, where="query")
-    options = engine.SearchOptions(
-        k, offset, group_by, min_score, nprobe, ef_search, node, dedupe_threshold if dedupe else None
+    knobs = SearchKnobs(
+        dedupe=dedupe,
+        dedupe_threshold=dedupe_threshold,
+        k=k,
+        offset=offset,
+        group_by=group_by,
+        min_score=min_score,
+        nprobe=nprobe,
+        ef_search=ef_search,
     )
+    options = options_of(knobs, node)
     query: str | QueryInput = example if example is not None else str(q)
     results, took_ms = await run_search(resources, index, [query], options)
     return to_response(q, took_ms, results[0], resources.settings.media_roots, viewer, like=like)
