@@ -6,7 +6,7 @@ uvicorn --factory service.app:create_app      # settings from TVR_* variables
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -16,7 +16,7 @@ from . import errors
 from .deps import ReaderDep
 from .logs import AccessLog
 from .resources import EncoderFactory, Resources
-from .routes import admin, collections, docs, ops, search, videos, web
+from .routes import admin, collections, demo, docs, ops, search, videos, web
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -39,9 +39,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await resources.close()
 
 
-def create_app(settings: ServiceSettings | None = None, *, encoder_factory: EncoderFactory | None = None) -> FastAPI:
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    encoder_factory: EncoderFactory | None = None,
+    demo_queries: Sequence[str] | None = None,
+) -> FastAPI:
     """The app over ``settings`` (default: from the environment). ``encoder_factory(settings)`` replaces
-    loading ``settings.checkpoint`` (an encoder already in memory, a test that controls timing)."""
+    loading ``settings.checkpoint`` (an encoder already in memory, a test that controls timing).
+    ``demo_queries`` (``tvr demo`` only) adds ``GET /demo/queries`` and the page's list of example searches."""
     from importlib.metadata import PackageNotFoundError, version
 
     settings = settings or ServiceSettings()
@@ -59,10 +65,13 @@ def create_app(settings: ServiceSettings | None = None, *, encoder_factory: Enco
         openapi_url=None,  # served by docs.router, behind the read key
     )
     app.state.resources = Resources(settings, encoder_factory)
+    app.state.demo_queries = list(demo_queries) if demo_queries else None
     errors.install(app)
     app.add_middleware(AccessLog, metrics=app.state.resources.metrics)
     for module in (search, videos, collections, admin, ops, docs):  # catalog data, metrics and the API's schema
         app.include_router(module.router, dependencies=[ReaderDep])
+    if demo_queries:
+        app.include_router(demo.router, dependencies=[ReaderDep])
     app.include_router(ops.health)
     app.include_router(web.router)  # the page itself holds no data: it asks for the read key when needed
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")

@@ -84,6 +84,16 @@ def serve(
         raise typer.Exit(status)
 
 
+def _check_demo_videos(videos: int) -> int:
+    """``--videos`` within the synthetic scenes there are (each video is a distinct scene)."""
+    from model.train.synth import scene_space
+
+    scenes = len(scene_space())
+    if not 1 <= videos <= scenes:
+        raise typer.BadParameter(f"{videos} is not between 1 and {scenes} (the number of distinct synthetic scenes)")
+    return videos
+
+
 def demo(
     port: Annotated[int, typer.Option(envvar="TVR_PORT", min=0, max=65535, help="TCP port.")] = 8000,
     host: HostOption = "127.0.0.1",
@@ -97,7 +107,10 @@ def demo(
         ),
     ] = None,
     checkpoint: Annotated[str, typer.Option(envvar="TVR_CHECKPOINT", help="Encoder of the demo.")] = "demo",
-    videos: Annotated[int, typer.Option(min=1, max=5000, help="Videos in the demo corpus.")] = 150,
+    videos: Annotated[
+        int,
+        typer.Option(callback=_check_demo_videos, help="Videos in the demo corpus (each a distinct synthetic scene)."),
+    ] = 150,
     device: DeviceOption = None,
     log_format: Annotated[str, typer.Option(envvar="TVR_LOG_FORMAT", help="json or text (key=value).")] = "text",
 ) -> None:
@@ -114,17 +127,19 @@ def demo(
         database_url="",  # the demo keeps its own SQLite catalog, whatever TVR_DATABASE_URL says
         log_format=log_format,
     )
-    from .demo import build_demo  # torch, FAISS: after the logs are set up
+    from .demo import build_demo, example_texts  # torch, FAISS: after the logs are set up
     from .resources import load_encoder_from_settings
     from .server import serve as run_server
 
     typer.echo(f"tvr demo: data in {settings.data_dir}; loading the encoder ({settings.checkpoint})", err=True)
     encoder = load_encoder_from_settings(settings)
     build_demo(settings, encoder, videos)
+    examples = example_texts()
     status = run_server(
         settings,
         encoder_factory=lambda _: encoder,
-        on_listening=lambda url: typer.echo(f"tvr demo: open {url} and search, e.g. 'a red circle moves to the right'"),
+        demo_queries=examples,
+        on_listening=lambda url: typer.echo(f"tvr demo: open {url} and search, e.g. '{examples[0]}'"),
     )
     if status:
         raise typer.Exit(status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
@@ -35,13 +35,14 @@ def serve(
     settings: ServiceSettings,
     *,
     encoder_factory: EncoderFactory | None = None,
+    demo_queries: Sequence[str] | None = None,
     on_listening: Callable[[str], None] | None = None,
 ) -> int:
     """Serve until interrupted; 1 when loading failed for good (e.g. a checkpoint that does not match the
-    index), else 0. ``on_listening(url)`` is called once the socket is open."""
+    index), else 0. ``on_listening(url)`` is called once the socket is open; ``demo_queries``: ``create_app``'s."""
     from .app import create_app
 
-    app = create_app(settings, encoder_factory=encoder_factory)
+    app = create_app(settings, encoder_factory=encoder_factory, demo_queries=demo_queries)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -106,16 +106,16 @@ def free_port() -> int:
 
 
 class ThreadedServer:
-    """``create_app(settings)`` under a real uvicorn server on a free port, in a thread of this process."""
+    """``create_app(settings, **options)`` under a real uvicorn server on a free port, in a thread of this process."""
 
-    def __init__(self, settings, encoder_factory: Callable[[Any], Any] | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings, encoder_factory: Callable[[Any], Any] | None = None, **options: Any) -> None:  # type: ignore[no-untyped-def]
         import uvicorn
 
         from service.app import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings, encoder_factory=encoder_factory)
+        self.app = create_app(settings, encoder_factory=encoder_factory, **options)
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on"
         )
@@ -184,11 +184,12 @@ def private_corpus(service_corpus: ServiceCorpus, tmp_path: Path) -> ServiceCorp
 
 @pytest.fixture
 def start_server() -> Iterator[Callable[..., ThreadedServer]]:
-    """``start_server(settings, encoder_factory=None, ready=True)``: a started server, stopped after the test."""
+    """``start_server(settings, encoder_factory=None, ready=True, **options)``: a started server (``options``:
+    ``create_app``'s, such as ``demo_queries``), stopped after the test."""
     servers: list[ThreadedServer] = []
 
-    def start(settings, encoder_factory=None, ready: bool = True) -> ThreadedServer:  # type: ignore[no-untyped-def]
-        server = ThreadedServer(settings, encoder_factory)
+    def start(settings, encoder_factory=None, ready: bool = True, **options: Any) -> ThreadedServer:  # type: ignore[no-untyped-def]
+        server = ThreadedServer(settings, encoder_factory, **options)
         servers.append(server)
         return server.start(ready=ready)
 

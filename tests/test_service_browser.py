@@ -418,3 +418,48 @@ def test_the_collection_selector_lists_the_collections_and_narrows_the_search(
     browser.get(server.url + "/?" + urlencode({"q": QUERY, "collection": "nosuch"}))
     wait.until(lambda d: "nosuch" in d.find_element(By.ID, "status").text)
     assert "Error 422" in browser.find_element(By.ID, "status").text
+
+
+# ---- issue 15: the demo's example searches
+
+
+def test_a_demo_page_lists_its_example_searches_and_a_click_runs_one(
+    browser, service_corpus, live_server, start_server, tiny_encoder
+) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from service.demo import example_texts
+
+    examples = example_texts()
+    server = start_server(service_corpus.settings(), encoder_factory=lambda _: tiny_encoder, demo_queries=examples)
+    browser.get(server.url + "/")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: d.find_element(By.ID, "demo-queries").is_displayed())
+    buttons = browser.find_elements(By.CSS_SELECTOR, "#demo-query-list button")
+    assert [b.text for b in buttons] == examples
+
+    chosen = examples[-1]  # one with two motions
+    mark_results(browser)
+    buttons[-1].click()
+    shown = fresh_results(browser)
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert [c for c, _ in shown] == api_clips(http, q=chosen)  # the search a typed query gets
+    assert page_state(browser) == {"q": chosen} and form_values(browser) == (chosen, "")
+    assert "results" in browser.find_element(By.ID, "status").text
+    mark_results(browser)
+    browser.find_element(By.CSS_SELECTOR, "#demo-query-list button").click()  # another: a new history entry
+    fresh_results(browser)
+    assert page_state(browser) == {"q": examples[0]}
+    mark_results(browser)
+    browser.back()
+    fresh_results(browser)
+    assert form_values(browser) == (chosen, "")
+
+    browser.get(live_server.url + "/")  # not a demo: no list, and the page does not ask for one
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    assert not browser.find_element(By.ID, "demo-queries").is_displayed()
+    assert not browser.find_elements(By.CSS_SELECTOR, "#demo-query-list button")
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert not [url for url in loaded if "/demo/" in url], loaded

@@ -1,7 +1,8 @@
 // The search page: words, a filter, collections, an image (dropped, pasted or picked) or a clip ("more like
 // this") -> /search -> a grid of thumbnails; a click plays the clip from its start. The page URL holds the
 // search (q, filter, collection, like, group_by): links can be shared and back / forward rerun searches. An
-// image is never put in the URL; it is kept in this page's memory for back / forward only.
+// image is never put in the URL; it is kept in this page's memory for back / forward only. A demo server's page
+// also lists example searches; a click runs one as if it had been typed.
 "use strict";
 
 const PAGE = 24;
@@ -27,6 +28,8 @@ const more = document.getElementById("more");
 const player = document.getElementById("player");
 const video = document.getElementById("video");
 const nowPlaying = document.getElementById("now-playing");
+const demoQueries = document.getElementById("demo-queries");
+const demoQueryList = document.getElementById("demo-query-list");
 const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("key");
 
@@ -126,15 +129,19 @@ function collectionBox(name, checked, ...after) {
   return label;
 }
 
-async function loadCollections() {
-  let body;
+// The JSON of a GET, or null when there is none (e.g. a 401 before the read key is given: asked again after it is)
+async function getJson(path) {
   try {
-    const response = await fetch("/collections");
-    if (!response.ok) return; // e.g. 401 before the read key is given: tried again after it is
-    body = await response.json();
+    const response = await fetch(path);
+    return response.ok ? await response.json() : null;
   } catch {
-    return;
+    return null;
   }
+}
+
+async function loadCollections() {
+  const body = await getJson("/collections");
+  if (!body) return;
   const wanted = pendingCollections || checkedCollections();
   collectionList.replaceChildren();
   for (const c of body.collections || []) {
@@ -148,6 +155,24 @@ async function loadCollections() {
   }
   pendingCollections = null;
   collectionsBox.hidden = collectionList.childElementCount === 0;
+}
+
+// ---- the demo's example searches (only a demo server's page has data-demo: GET /demo/queries lists them)
+
+async function loadDemoQueries() {
+  if (!("demo" in document.body.dataset)) return;
+  const body = await getJson("/demo/queries");
+  if (!body) return;
+  demoQueryList.replaceChildren();
+  for (const query of body.queries || []) {
+    const button = el("button", { type: "button", className: "demo-query", textContent: query });
+    button.addEventListener("click", () => {
+      input.value = query;
+      form.requestSubmit(); // as if typed: the URL holds it, with the form's filter and collections
+    });
+    demoQueryList.append(el("li", {}, button));
+  }
+  demoQueries.hidden = demoQueryList.childElementCount === 0;
 }
 
 // ---- the image searched by
@@ -415,6 +440,7 @@ keyForm.addEventListener("submit", (event) => {
   keyInput.value = "";
   keyForm.hidden = true;
   loadCollections();
+  loadDemoQueries();
   run(current, 0);
 });
 
@@ -424,6 +450,7 @@ keyForm.addEventListener("submit", (event) => {
   history.replaceState(state, "", urlOf(state));
   fillForm(state);
   loadCollections();
+  loadDemoQueries();
   if (searchable(state)) run(state, 0);
   else showLike(state);
 }
