@@ -215,3 +215,27 @@ def test_tvr_synth_command(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     result = runner.invoke(app, ["synth", str(tmp_path / "file"), "--videos", "2"])
     assert result.exit_code == 1 and "cannot write" in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_renders_draw_each_caption_anew_and_keep_the_one_render_set(tmp_path: Path) -> None:
+    single = write_synthetic_set(tmp_path / "one", videos=3, seed=5, size=32, progress=False)
+    result = CliRunner().invoke(
+        app, ["synth", str(tmp_path / "three"), "--videos", "3", "--seed", "5", "--size", "32", "--renders", "3"]
+    )
+    assert result.exit_code == 0 and "wrote 9 videos" in result.output, result.output
+    records, first = read_records(tmp_path / "three"), read_records(tmp_path / "one")
+    assert [r["caption"] for r in records] == [r["caption"] for r in first for _ in range(3)]
+    for index, record in enumerate(records):
+        frames = _decoded(tmp_path / "three" / record["video"])
+        if index % 3 == 0:  # a scene's first render is the clip of the one-render set
+            _assert_same_video(tmp_path / "three" / record["video"], tmp_path / "one" / first[index // 3]["video"])
+        else:  # another render of the same caption: drawn anew (its path starts elsewhere)
+            previous = _decoded(tmp_path / "three" / records[index - 1]["video"])
+            assert frames.shape == previous.shape and np.abs(frames - previous).mean() > 1.0
+    assert json.loads((tmp_path / "one" / ".synth.json").read_text()).keys() == {"seed", "size", "fps", "version"}
+
+    write_synthetic_set(tmp_path / "three", videos=3, seed=5, size=32, progress=False)  # back to one render
+    assert (tmp_path / "three" / "captions.jsonl").read_text() == single.read_text()
+    assert len(list((tmp_path / "three" / "videos").iterdir())) == 3
+    result = CliRunner().invoke(app, ["synth", str(tmp_path / "bad"), "--videos", "2", "--renders", "0"])
+    assert result.exit_code == 2 and "--renders" in result.output

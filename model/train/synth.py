@@ -8,7 +8,8 @@ A caption names every attribute of its clip, e.g. "a small red circle quickly mo
 moves up, on a black background", so "a red circle moves to the right" is a subsequence of it. Each
 attribute is visible in frames sampled uniformly: the shape moves for the whole clip, each event (one or
 two) taking half of it or all of it, and "quickly" covers 2.25 times the distance of "slowly".
-Combinations are drawn without replacement, so no two clips of one set share a caption.
+Combinations are drawn without replacement, so no two scenes of one set share a caption (``renders`` > 1
+writes each scene several times, each time drawn anew).
 """
 
 from __future__ import annotations
@@ -196,9 +197,14 @@ def write_synthetic_set(
     size: int = 64,
     *,
     fps: int = FPS,
+    renders: int = 1,
     progress: bool = True,
 ) -> Path:
-    """Write ``videos`` captioned clips under ``out``; returns the path of ``out/captions.jsonl``.
+    """Write ``videos`` captioned scenes, each in ``renders`` clips, under ``out``; returns ``out/captions.jsonl``.
+
+    Every render of a scene is drawn anew (position, size, speed and colour jitter), so a training set with
+    several renders per caption teaches the attributes rather than one picture of each caption. Clip
+    ``k`` shows scene ``k // renders``; the first render of each scene is the clip a one-render set has.
 
     Safe to interrupt and rerun: files are written under a temporary name and renamed, captions.jsonl
     (present only once the set is complete) last. A rerun with the same seed, size and fps keeps the
@@ -210,25 +216,34 @@ def write_synthetic_set(
         raise ValueError(f"size must be an even number of pixels >= 32, got {size}")
     if fps < 1:
         raise ValueError(f"fps must be >= 1, got {fps}")
+    if renders < 1:
+        raise ValueError(f"renders must be >= 1, got {renders}")
     scenes = draw_scenes(videos, seed)
     out = Path(out)
     video_dir = out / VIDEO_DIR
     video_dir.mkdir(parents=True, exist_ok=True)
     captions = out / CAPTIONS_FILE
     captions.unlink(missing_ok=True)  # the set is incomplete until it is written again
-    keep = _prepare_dir(out, {"seed": seed, "size": size, "fps": fps, "version": GENERATOR_VERSION}, videos)
+    stamp = {"seed": seed, "size": size, "fps": fps, "version": GENERATOR_VERSION}
+    if renders > 1:  # one-render sets keep the stamp they always had
+        stamp["renders"] = renders
+    clips = videos * renders
+    keep = _prepare_dir(out, stamp, clips)
 
     records, written = [], 0
-    for index, scene in enumerate(tqdm(scenes, desc="synth", unit="video", disable=not progress)):
+    for index in tqdm(range(clips), desc="synth", unit="video", disable=not progress):
+        scene_index, render = divmod(index, renders)
+        scene = scenes[scene_index]
         name = f"{VIDEO_DIR}/synth_{index:05d}.mp4"
         if not (keep and (out / name).is_file()):
+            rng = np.random.default_rng([seed, scene_index] + ([render] if render else []))
             part = out / f"{name}.part"
-            encode_mp4(part, render_scene(scene, size, np.random.default_rng([seed, index]), fps), fps)
+            encode_mp4(part, render_scene(scene, size, rng, fps), fps)
             os.replace(part, out / name)
             written += 1
         records.append(_record(index, name, scene, clip_frames(scene, fps) / fps))
     _write_atomic(captions, "".join(json.dumps(r) + "\n" for r in records))
-    log.info("synthetic set in %s: %d videos (%d written, %d kept)", out, videos, written, videos - written)
+    log.info("synthetic set in %s: %d videos (%d written, %d kept)", out, clips, written, clips - written)
     return captions
 
 
