@@ -271,5 +271,5 @@ def test_encoders_satisfy_the_protocol_the_indexer_and_service_use():
 
     encoder = load_encoder("demo")
     assert isinstance(encoder, VideoTextEncoder)
-    assert (encoder.num_frames, encoder.image_size, encoder.embed_dim) == (12, 64, 64)
+    assert (encoder.num_frames, encoder.image_size, encoder.embed_dim) == (8, 64, 64)  # packaged demo: 8 frames
     assert encoder.device == torch.device("cpu") and encoder.legacy_checkpoint_ids == ()
