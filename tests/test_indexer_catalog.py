@@ -277,10 +277,15 @@ def test_shards_split_the_work_and_rebuild_merges_it(
     tmp_path: Path,
     tiny_checkpoint: str,  # noqa: F811
 ) -> None:
+    from indexer.sources import shard_of
     from tvr_cli import app
 
     folder = tmp_path / "videos"
     write_small_corpus(folder, 8)
+    for attempt in range(1, 50):  # shards hash absolute paths: make sure this tmp path gives both some files
+        if len({shard_of(p.resolve(), 2) for p in folder.iterdir()}) == 2:
+            break
+        folder = folder.rename(tmp_path / f"videos{attempt}")
     manifest = tmp_path / "all.csv"
     manifest.write_text("path,title\n" + "".join(f"{p},title {p.stem}\n" for p in sorted(folder.iterdir())))
     runner = CliRunner()
