@@ -52,6 +52,7 @@ from bench.encoder import (  # noqa: E402
 from model import Encoder, add_config, get_config, load_encoder, preprocess_frames, tokenize  # noqa: E402
 from model.encoder import BatchGraphs, DualAttentionCLIP, eager_capture  # noqa: E402
 from model.text_inference import compact_text_tower  # noqa: E402
+from model.train.partial_captions import clip_keys  # noqa: E402
 from model.train.synth import FPS, draw_scenes, render_scene  # noqa: E402
 from model.train.trainer import (  # noqa: E402
     TrainConfig,
@@ -215,7 +216,8 @@ def train_step(
     ids = tokenize(captions, model.config.method.max_words).to(device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         video, text = model(frames, ids)
-        loss = pair_loss(video, text, model.logit_scale, captions, twins, cfg)
+        keys = clip_keys(captions)
+        loss = pair_loss(video, text, model.logit_scale, keys, keys, twins, cfg)
     loss.backward()
     optimizer_step(model, optimizer, scheduler, cfg.grad_clip)
     return loss.item()

@@ -47,7 +47,11 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(synth_set, tmp_path):
     assert float(trained.visual_lora[0].b.abs().max()) > 0, "LoRA B moved away from zero"
 
 
-@pytest.mark.parametrize("twins", [[], ["--motion-twins", "--twin-separation", "1.0"]], ids=["plain", "motion-twins"])
+@pytest.mark.parametrize(
+    "twins",
+    [[], ["--motion-twins", "--twin-separation", "1.0"], ["--motion-twins", "--partial-captions", "0.5"]],
+    ids=["plain", "motion-twins", "partial-captions"],
+)
 def test_resume_continues_with_the_same_losses(synth_set, tmp_path, twins):
     straight = train_main(_args(synth_set, tmp_path / "a", "--max-steps", "4", *twins))
     train_main(_args(synth_set, tmp_path / "b", "--max-steps", "4", "--stop-at-step", "2", *twins))

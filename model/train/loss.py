@@ -26,13 +26,19 @@ def caption_labels(captions: list[str]) -> torch.Tensor:
 
 
 def symmetric_infonce(
-    video: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, labels: torch.Tensor | None = None
+    video: torch.Tensor,
+    text: torch.Tensor,
+    logit_scale: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    wants: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of the text->video and video->text cross-entropies of the scaled cosine matrix, on its diagonal.
 
     Inputs are this rank's raw embeddings; they are gathered so that every rank computes the same
     global-batch loss. With ``labels`` (see ``caption_labels``), rows whose captions are equal all count as
     matches: the probability of a caption is that of all clips bearing it, so a batch may hold duplicates.
+    With ``labels`` as clip keys ``(N, K)`` and ``wants`` as caption keys ``(N, K)`` (``partial_captions``),
+    caption i matches clip j when each column of ``wants[i]`` is ``ANY`` (-1) or equals ``labels[j]``'s.
     """
     video = gather_with_local_grad(F.normalize(video.float(), dim=-1))
     text = gather_with_local_grad(F.normalize(text.float(), dim=-1))
@@ -40,9 +46,10 @@ def symmetric_infonce(
     if labels is None:
         target = torch.arange(logits.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-    labels = gather_with_local_grad(labels.to(logits.device))
-    same = labels[:, None] == labels[None, :]
-    matched = logits.masked_fill(~same, float("-inf"))
+    keys = gather_with_local_grad(labels.to(logits.device)).reshape(logits.shape[0], -1)
+    wanted = keys if wants is None else gather_with_local_grad(wants.to(logits.device)).reshape(keys.shape)
+    match = ((wanted[:, None, :] == keys[None, :, :]) | (wanted[:, None, :] == -1)).all(-1)
+    matched = logits.masked_fill(~match, float("-inf"))
     t2v = (logits.logsumexp(1) - matched.logsumexp(1)).mean()
     v2t = (logits.logsumexp(0) - matched.logsumexp(0)).mean()
     return 0.5 * (t2v + v2t)

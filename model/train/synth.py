@@ -73,9 +73,16 @@ class Scene:
 
     @property
     def caption(self) -> str:
-        then = f", then {self.then}," if self.then else ""
-        subject = f"a {self.size} {self.colour} {self.shape}"
-        return f"{subject} {self.speed} {self.motion}{then} on a {self.background} background"
+        return self.describe()
+
+    def describe(self, size: bool = True, speed: bool = True, background: bool = True) -> str:
+        """The caption, or a shorter one leaving out the size, speed or background: colour, shape and
+        every motion always stay ("a red circle moves to the right, then moves up")."""
+        subject = " ".join(word for word in ("a", self.size if size else "", self.colour, self.shape) if word)
+        motions = f"{self.speed} {self.motion}" if speed else self.motion
+        if self.then:
+            motions += f", then {self.then}" + ("," if background else "")
+        return f"{subject} {motions}" + (f" on a {self.background} background" if background else "")
 
     @property
     def events(self) -> list[str]:

@@ -36,7 +36,8 @@ from model.text_tower import tokenize
 from .data import CachedFrames, ClipFrames, PairData, ShardedBatches
 from .datasets import RetrievalSet, load_pairs
 from .evaluate import evaluate
-from .loss import caption_labels, symmetric_infonce, twin_separation
+from .loss import symmetric_infonce, twin_separation
+from .partial_captions import clip_keys, shorten_captions
 from .twins import add_motion_twins
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class TrainConfig:
     motion_twins: bool = _opt(False, "pair every clip in its batch with a reversed/mirrored twin (tvr synth data)")
     twin_separation: float = _opt(0.0, "weight of a hinge keeping twins apart in each tower (loss.twin_separation)")
     twin_margin: float = _opt(1.0, "distance of unit embeddings below which twins are pushed apart (1: cosine 0.5)")
+    partial_captions: float = _opt(0.0, "fraction of tvr synth captions shortened as users type them")
     temporal_init: float = _opt(0.1, "std of the temporal table of a model trained from scratch ('all')")
     eval_every: int = _opt(0, "steps between validations (0: once per epoch)")
     save_every: int = _opt(0, "steps between numbered checkpoints (0: only last and best)")
@@ -217,14 +219,16 @@ def pair_loss(
     video: torch.Tensor,
     text: torch.Tensor,
     logit_scale: torch.Tensor,
-    captions: list[str],
+    keys: torch.Tensor,
+    wants: torch.Tensor,
     twins: torch.Tensor | None,
     cfg: TrainConfig,
     world: int = 1,
 ) -> torch.Tensor:
-    """The training loss of one micro-batch: symmetric InfoNCE (equal captions count as matches), plus the
-    separation of motion twins when the batch has them."""
-    loss = symmetric_infonce(video, text, logit_scale, caption_labels(captions))
+    """The training loss of one micro-batch: symmetric InfoNCE where a caption matches every clip with the
+    attributes it names (``partial_captions``: clip ``keys``, caption ``wants``), plus the separation of
+    motion twins when the batch has them."""
+    loss = symmetric_infonce(video, text, logit_scale, keys, wants)
     if twins is not None and cfg.twin_separation > 0:  # local: / world undoes the x world of the backward pass
         loss = loss + cfg.twin_separation * twin_separation(video, text, twins, cfg.twin_margin) / world
     return loss
@@ -337,12 +341,17 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
                 frames_batch, captions = add_motion_twins(frames_batch, captions, twin_rng)
                 half = len(captions) // 2
                 twins = torch.tensor([(i, i + half) for i in range(half) if captions[i] != captions[i + half]])
+            keys = clip_keys(captions)
+            wants = keys
+            if cfg.partial_captions > 0:
+                short_rng = np.random.default_rng([cfg.seed, state.epoch, state.batch_in_epoch, rank, 1])
+                captions, wants = shorten_captions(captions, keys, cfg.partial_captions, short_rng)
             ids = tokenize(captions, method.max_words).to(device)
             last_micro = (state.batch_in_epoch + 1) % cfg.grad_accum == 0
             sync = ddp.no_sync() if (ddp is not None and not last_micro) else contextlib.nullcontext()
             with sync, autocast:
                 video, text = forward(frames_batch.to(device, non_blocking=True), ids)
-                loss = pair_loss(video, text, model.logit_scale, captions, twins, cfg, world)
+                loss = pair_loss(video, text, model.logit_scale, keys, wants, twins, cfg, world)
             # Each rank back-propagates only into its own rows; x world undoes DDP's averaging of gradients.
             (loss * world / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
