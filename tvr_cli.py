@@ -24,6 +24,7 @@ COMMAND_MODULES = ("model.cli", "model.train.cli", "indexer.cli", "indexer.colle
 USER_ERRORS = (
     "indexer.errors:IndexerError",
     "model.backbone:CheckpointError",
+    "model.calibration:CalibrationError",
     "model.config:ConfigError",
     "model.train.datasets:DatasetError",
 )

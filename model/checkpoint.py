@@ -28,6 +28,8 @@ from .backbone import (
     is_torchscript,
     load_clip_weights,
 )
+from .calibration import METADATA_KEY as CALIBRATION_KEY
+from .calibration import ScoreCalibration
 from .config import BackboneConfig, ConfigError, EncoderConfig, MethodConfig, get_config
 from .encoder import DualAttentionCLIP, Encoder
 from .text_inference import TextPrecision
@@ -151,6 +153,8 @@ def save_checkpoint(
     if dtype is not None:
         tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     metadata = {"format": FORMAT, "full": json.dumps(full), "config": config.to_json()}
+    if model.calibration is not None:
+        metadata[CALIBRATION_KEY] = model.calibration.to_json()
     tmp = target.with_name(target.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, target)
@@ -184,7 +188,37 @@ def _project_model(path: Path, backbone_weights: str | None, overrides: dict[str
     _check_backbone_reachable(config.backbone, path)
     model = DualAttentionCLIP(config, build_clip(config.backbone))
     _load_tensors(model, tensors, full, str(path))
+    if CALIBRATION_KEY in metadata:
+        model.calibration = ScoreCalibration.from_json(metadata[CALIBRATION_KEY], str(path))
     return model
+
+
+def write_calibration(
+    source: str | os.PathLike[str], calibration: ScoreCalibration, output: str | os.PathLike[str] | None = None
+) -> Path:
+    """Store ``calibration`` in a project checkpoint (in place, or in a copy at ``output``: a file or a
+    folder), replacing any it had; the tensors, and so the checkpoint id, stay as they are. Atomic."""
+    path = resolve_checkpoint_path(source)
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a calibration is stored only in a tvr checkpoint (not a reference file)")
+    metadata[CALIBRATION_KEY] = calibration.to_json()
+    target = path if output is None else Path(output)
+    if target.suffix != ".safetensors":
+        target = target / FOLDER_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, target)
+    config_file = path.parent / "config.json"
+    if target.name == FOLDER_FILE and config_file.is_file() and target.parent != path.parent:
+        (target.parent / "config.json").write_text(config_file.read_text())
+    return target
 
 
 def _check_backbone_reachable(backbone: BackboneConfig, path: Path) -> None:

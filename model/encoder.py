@@ -17,6 +17,7 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
 from .backbone import input_size
+from .calibration import ScoreCalibration
 from .config import ConfigError, EncoderConfig
 from .lora import QKVLoRA, lora_at
 from .preprocess import FramePreprocess
@@ -48,6 +49,7 @@ class DualAttentionCLIP(nn.Module):
         self.config = config
         self.clip = clip
         self.clip.requires_grad_(False)
+        self.calibration: ScoreCalibration | None = None  # a checkpoint's score calibration (model/calibration.py)
         width = visual.conv1.out_channels
         self.visual_lora: nn.ModuleList | None = None
         self.text_lora: nn.ModuleList | None = None
@@ -275,6 +277,7 @@ class Encoder:
             None if text_precision == "float32" else compact_text_tower(model.clip, text_precision, self.device)
         )
         self.checkpoint_id = checkpoint_id
+        self.calibration = model.calibration  # cosine -> confidence of text queries; None: not fitted
         # ids these weights had before the preprocessing was part of the id (empty when it is CLIP's): index
         # entries made under one were encoded with CLIP's normalisation and should be re-encoded
         self.legacy_checkpoint_ids = tuple(legacy_checkpoint_ids)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 
+from .calibration import ScoreCalibration
 from .preprocess import FramePreprocess
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class VideoTextEncoder(Protocol):
     embed_dim: int  # E: embedding size
     device: torch.device  # where encoding runs
     preprocess: FramePreprocess  # uint8 (T, H, W, 3) frames -> (T, 3, S, S); .resize and .normalize halves
+    calibration: ScoreCalibration | None  # text-query cosine -> confidence; None: the checkpoint has none
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, S, S) frames from ``preprocess`` -> (B, E)."""

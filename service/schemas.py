@@ -42,6 +42,11 @@ DEDUPE_DESCRIPTION = (
 DEDUPE_THRESHOLD_DESCRIPTION = "Cosine of two results' embeddings at and above which dedupe counts them as one."
 COLLECTION_DESCRIPTION = "Only these collections (comma-separated names); all when absent."
 LIKE_DESCRIPTION = "Search with this clip's embedding instead of words: clips like it (itself first)."
+CONFIDENCE_DESCRIPTION = (
+    "Probability (0..1) that the clip matches the words, from the checkpoint's score calibration fitted on data "
+    "it was not trained on (`tvr confidence fit`); null for a search by example or a checkpoint without one."
+)
+MIN_CONFIDENCE_DESCRIPTION = "Drop results whose confidence is below this (0..1, searches in words only)."
 EXCLUDE_VIDEO_DESCRIPTION = "With `like`: leave out the clips of the liked clip's own video."
 
 
@@ -64,6 +69,7 @@ class VideoRef(BaseModel):
 class SearchHit(BaseModel):
     rank: int = Field(description="1-based position in the whole ranked list (offset included).")
     score: float = Field(description="Cosine similarity of the query and the clip, -1..1.")
+    confidence: float | None = Field(None, description=CONFIDENCE_DESCRIPTION)
     clip_id: int
     video_id: int
     video: VideoRef
@@ -91,6 +97,7 @@ class SearchKnobs(BaseModel):
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     group_by: GroupBy | None = None
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(None, description=MIN_CONFIDENCE_DESCRIPTION)
     nprobe: Annotated[int, Field(ge=1, le=MAX_NPROBE)] | None = None
     ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)] | None = None
 

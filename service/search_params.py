@@ -7,7 +7,7 @@ Every problem is a 422 in the shape of request validation errors, naming the fie
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from fastapi.exceptions import RequestValidationError
@@ -21,12 +21,38 @@ from .access import Viewer, inside_roots
 from .filter_text import parse_filter
 from .filters import Comparison, FilterError, Node, all_of, filter_from_json
 from .resources import Resources
+from .schemas import SearchKnobs
 from .search import ServedIndex
+
+if TYPE_CHECKING:
+    from model.calibration import ScoreCalibration
 
 
 def invalid(where: Sequence[str | int], message: str, given: Any = None) -> NoReturn:
     """Answer 422 for ``where`` (e.g. ``("query", "filter")``) with ``message`` as the whole sentence."""
     raise RequestValidationError([{"loc": tuple(where), "msg": message, "type": "invalid", "input": given}])
+
+
+def score_floor(knobs: SearchKnobs, calibration: ScoreCalibration | None, words_only: bool, where: str) -> float | None:
+    """The least score a search keeps: ``min_score``, raised to the score at which ``min_confidence`` begins
+    (the calibration increases with the score, so the two thresholds are one)."""
+    wanted = knobs.min_confidence
+    if wanted is None:
+        return knobs.min_score
+    if not words_only:
+        invalid(
+            (where, "min_confidence"),
+            "min_confidence: only for searches in words (q) alone; a search by example has no calibrated confidence",
+            wanted,
+        )
+    if calibration is None:
+        invalid(
+            (where, "min_confidence"),
+            "min_confidence: the served checkpoint has no score calibration; fit one with `tvr confidence fit`",
+            wanted,
+        )
+    floor = calibration.score_at(wanted)
+    return floor if knobs.min_score is None else max(floor, knobs.min_score)
 
 
 def filter_of(given: str | BaseModel | None, where: Sequence[str]) -> Node | None:

@@ -463,3 +463,30 @@ def test_a_demo_page_lists_its_example_searches_and_a_click_runs_one(
     assert not browser.find_elements(By.CSS_SELECTOR, "#demo-query-list button")
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert not [url for url in loaded if "/demo/" in url], loaded
+
+
+def test_each_result_shows_how_sure_the_checkpoint_is_when_it_is_calibrated(
+    browser, service_corpus, start_server, live_server, tmp_path
+) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from model.calibration import ScoreCalibration
+    from model.checkpoint import write_calibration
+
+    calibration = ScoreCalibration(slope=40.0, intercept=-2.0, pairs=100, matches=10, top_k=10, fitted_on="test")
+    checkpoint = write_calibration(service_corpus.checkpoint, calibration, tmp_path / "calibrated").parent
+    server = start_server(service_corpus.settings(checkpoint=str(checkpoint)))
+    query = "a red circle moves to the right"
+    expected = httpx.get(f"{server.url}/search", params={"q": query, "k": 24}).json()["results"]  # a page
+    for url, sure in ((server.url, True), (live_server.url, False)):
+        browser.get(url + "/")
+        browser.find_element(By.ID, "q").send_keys(query, Keys.ENTER)
+        WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) >= 24)
+        shown = [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#results .result .confidence")]
+        if sure:
+            assert shown == [f"{round(hit['confidence'] * 100)}% sure" for hit in expected]
+        else:
+            assert shown == []  # an uncalibrated checkpoint: the score alone

@@ -12,7 +12,7 @@ import pytest
 pytest_plugins = ["service_fixtures"]  # its session fixtures are shared by every service test module
 
 QUERY = "a red circle moves to the right"
-HIT_KEYS = {"rank", "score", "clip_id", "video_id", "video", "start", "end", "thumbnail_url", "media_url"}
+HIT_KEYS = {"rank", "score", "confidence", "clip_id", "video_id", "video", "start", "end", "thumbnail_url", "media_url"}
 
 
 def search(client: httpx.Client, **params: object) -> dict:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from model.calibration import ScoreCalibration, caption_matches, fit_calibration
 from model.encoder import DualAttentionCLIP
 from model.text_tower import tokenize
 
@@ -55,3 +57,27 @@ def evaluate(
     video, text = embed_retrieval_set(model, data, device, batch_size, workers, sampling)
     sim = (text @ video.T).numpy()
     return retrieval_metrics(sim, data.caption_clip, dual_softmax_temperature=100.0 if dual_softmax else None)
+
+
+def similarity_and_matches(
+    video: torch.Tensor, text: torch.Tensor, data: RetrievalSet
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (captions, clips) cosine matrix of embeddings from ``embed_retrieval_set``, and which clip each
+    caption describes (every clip bearing the same caption)."""
+    bearing: list[set[str]] = [set() for _ in data.clips]
+    for caption, clip in zip(data.captions, data.caption_clip, strict=True):
+        bearing[clip].add(caption)
+    return (text @ video.T).numpy(), caption_matches(data.captions, bearing)
+
+
+def calibrate(
+    model: DualAttentionCLIP,
+    data: RetrievalSet,
+    device: torch.device,
+    fitted_on: str,
+    workers: int = 0,
+    sampling: str = "uniform",
+) -> ScoreCalibration:
+    """The model's score calibration fitted on ``data`` (a split it was not trained on; model/calibration.py)."""
+    video, text = embed_retrieval_set(model, data, device, workers=workers, sampling=sampling)
+    return fit_calibration(*similarity_and_matches(video, text, data), fitted_on=fitted_on)

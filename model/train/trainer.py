@@ -29,13 +29,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.checkpoint import create_model, load_model, save_checkpoint
+from model.calibration import CalibrationError
+from model.checkpoint import create_model, load_model, save_checkpoint, write_calibration
 from model.encoder import DualAttentionCLIP
 from model.text_tower import tokenize
 
 from .data import CachedFrames, ClipFrames, PairData, ShardedBatches
 from .datasets import RetrievalSet, load_pairs
-from .evaluate import evaluate
+from .evaluate import calibrate, evaluate
 from .loss import symmetric_infonce, twin_separation
 from .partial_captions import clip_keys, shorten_captions
 from .twins import add_motion_twins
@@ -267,6 +268,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
     main_process = rank == 0
     out = Path(cfg.output)
     model = load_model(resume) if resume else _build_model(cfg)
+    model.calibration = None  # training changes the scores: fitted again at the end
     if resume and cfg.trainable:
         model.set_trainable(list(cfg.trainable))
     model.to(device).train()
@@ -389,9 +391,26 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
             validate()
         _save(out / "last", model, checkpoint_extra())
         log.info("saved %s at step %d of %d", out / "last", state.step, total)
+        if state.step >= total and val is not None:
+            _calibrate_outputs(out, val, device, cfg)
     if world > 1:
         dist.barrier()
     return state
+
+
+def _calibrate_outputs(out: Path, val: RetrievalSet, device: torch.device, cfg: TrainConfig) -> None:
+    """Fit the score calibration of the run's best and last checkpoints on its validation split."""
+    for folder in (out / "best", out / "last"):
+        if not folder.exists():
+            continue
+        fitted_on = f"{cfg.data_root} ({cfg.layout}, {cfg.val_split})"
+        try:
+            calibration = calibrate(load_model(folder), val, device, fitted_on, cfg.workers, cfg.sampling)
+        except CalibrationError as exc:
+            log.warning("%s has no score calibration: %s", folder, exc)
+            continue
+        write_calibration(folder, calibration)
+        log.info("%s: score calibration fitted on %d pairs (%s)", folder, calibration.pairs, fitted_on)
 
 
 def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +43,7 @@ from ..schemas import (
     MAX_NPROBE,
     MAX_OFFSET,
     MAX_QUERY_CHARS,
+    MIN_CONFIDENCE_DESCRIPTION,
     NOT_BLANK,
     GroupBy,
     InvalidRequest,
@@ -56,7 +57,10 @@ from ..schemas import (
     VideoRef,
 )
 from ..search import ServedIndex
-from ..search_params import invalid, like_vector, search_filter
+
+if TYPE_CHECKING:
+    from model.calibration import ScoreCalibration
+from ..search_params import invalid, like_vector, score_floor, search_filter
 from ..urls import media_url, thumbnail_url
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
@@ -79,7 +83,9 @@ def to_response(
     *,
     like: int | None = None,
     example: str | None = None,
+    calibration: ScoreCalibration | None = None,
 ) -> SearchResponse:
+    """The answer to one query; ``calibration`` (a search in words alone) gives each result its confidence."""
     return SearchResponse(
         query=query,
         like=like,
@@ -90,6 +96,7 @@ def to_response(
             SearchHit(
                 rank=hit.rank,
                 score=round(hit.score, 6),
+                confidence=None if calibration is None else round(float(calibration.confidence(hit.score)), 4),
                 clip_id=hit.clip.clip_id,
                 video_id=hit.clip.video_id,
                 video=VideoRef(
@@ -126,12 +133,18 @@ async def run_search(
     return results, (time.perf_counter() - started) * 1000
 
 
-def options_of(knobs: SearchKnobs, node: Node | None) -> engine.SearchOptions:
+def calibration_of(resources: Resources) -> ScoreCalibration | None:
+    """The served checkpoint's score calibration (None: it has none)."""
+    return resources.encoder.calibration if resources.encoder is not None else None
+
+
+def options_of(knobs: SearchKnobs, node: Node | None, min_score: float | None) -> engine.SearchOptions:
+    """The engine's options; ``min_score`` is ``score_floor``'s (min_score and min_confidence in one)."""
     return engine.SearchOptions(
         knobs.k,
         knobs.offset,
         knobs.group_by,
-        knobs.min_score,
+        min_score,
         knobs.nprobe,
         knobs.ef_search,
         node,
@@ -191,6 +204,7 @@ async def search_get(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Results to skip (pagination).")] = 0,
     group_by: Annotated[GroupBy | None, Query(description="'video': only the best clip of each video.")] = None,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="Drop results scoring below.")] = None,
+    min_confidence: Annotated[float | None, Query(gt=0.0, lt=1.0, description=MIN_CONFIDENCE_DESCRIPTION)] = None,
     nprobe: Annotated[int | None, Query(ge=1, le=MAX_NPROBE, description="IVF lists to visit.")] = None,
     ef_search: Annotated[int | None, Query(ge=1, le=MAX_EF_SEARCH, description="HNSW search depth.")] = None,
 ) -> SearchResponse:
@@ -206,13 +220,16 @@ async def search_get(
         offset=offset,
         group_by=group_by,
         min_score=min_score,
+        min_confidence=min_confidence,
         nprobe=nprobe,
         ef_search=ef_search,
     )
-    options = options_of(knobs, node)
+    calibration = calibration_of(resources) if example is None else None
+    options = options_of(knobs, node, score_floor(knobs, calibration, example is None, "query"))
     query: str | QueryInput = example if example is not None else str(q)
     results, took_ms = await run_search(resources, index, [query], options)
-    return to_response(q, took_ms, results[0], resources.settings.media_roots, viewer, like=like)
+    roots = resources.settings.media_roots
+    return to_response(q, took_ms, results[0], roots, viewer, like=like, calibration=calibration)
 
 
 @router.post(
@@ -252,7 +269,8 @@ async def search_post(
     node = search_filter(
         index, filter_given=body.filter, collection=body.collection, exclude_video=excluded, where="body"
     )
-    options = options_of(body, node)
+    calibration = calibration_of(resources) if example is None else None
+    options = options_of(body, node, score_floor(body, calibration, example is None, "body"))
     roots = resources.settings.media_roots
     if example is not None:
         results, took_ms = await run_search(resources, index, [example], options)
@@ -260,11 +278,11 @@ async def search_post(
     queries: list[str | QueryInput] = [body.q] if isinstance(body.q, str) else list(body.q or [])
     results, took_ms = await run_search(resources, index, queries, options)
     if isinstance(body.q, str):
-        return to_response(body.q, took_ms, results[0], roots, viewer)
+        return to_response(body.q, took_ms, results[0], roots, viewer, calibration=calibration)
     return MultiSearchResponse(
         took_ms=round(took_ms, 3),
         searches=[
-            to_response(str(query), took_ms, result, roots, viewer)
+            to_response(str(query), took_ms, result, roots, viewer, calibration=calibration)
             for query, result in zip(queries, results, strict=True)
         ],
     )
@@ -313,7 +331,7 @@ async def _search_by_upload(
             if exc.status_code == 422:
                 invalid(("body", kind), exc.detail)
             raise HTTPException(exc.status_code, exc.detail) from None
-    options = options_of(params, node)
+    options = options_of(params, node, score_floor(params, None, False, "body"))
     query = QueryInput(text=params.q, example=vector, example_weight=params.image_weight if params.q else 1.0)
     results, took_ms = await run_search(resources, index, [query], options)
     return to_response(params.q, took_ms, results[0], resources.settings.media_roots, viewer, example=kind)

@@ -231,8 +231,18 @@ function card(hit) {
     "span",
     { className: "facts" },
     el("span", { className: "range", textContent: `${clock(hit.start)}–${clock(hit.end)}` }),
-    el("span", { className: "score", textContent: hit.score.toFixed(3) }),
+    el("span", { className: "score", textContent: hit.score.toFixed(3), title: "cosine similarity" }),
   );
+  if (hit.confidence !== null && hit.confidence !== undefined) {
+    const percent = Math.round(hit.confidence * 100);
+    facts.append(
+      el("span", {
+        className: "confidence",
+        textContent: `${percent}% sure`,
+        title: "Probability that this clip matches the words (the checkpoint's calibration)",
+      }),
+    );
+  }
   const meta = el("span", { className: "meta" }, el("span", { className: "title", textContent: title, title }), facts);
   const img = el("img", { src: hit.thumbnail_url, alt: title, loading: "lazy" });
   const button = el("button", { type: "button", className: "play" }, img, meta);
