@@ -114,6 +114,27 @@ def clips_of(session: Session, video_id: int) -> list[Clip]:
     return list(session.scalars(select(Clip).where(Clip.video_id == video_id).order_by(Clip.position)))
 
 
+@dataclass(frozen=True)
+class ClipVectors:
+    """Clips of one video in time order with their embeddings (float32 rows)."""
+
+    ids: list[int]
+    windows: list[tuple[float, float]]  # (start, end) seconds
+    vectors: np.ndarray  # (clips, dim)
+
+
+def clip_vectors(session: Session, video_id: int, start: float | None = None, end: float | None = None) -> ClipVectors:
+    """The video's clips and embeddings, or only those overlapping ``start``..``end`` seconds."""
+    query = select(Clip.id, Clip.start, Clip.end, Clip.embedding).where(Clip.video_id == video_id)
+    if start is not None:
+        query = query.where(Clip.end > start)
+    if end is not None:
+        query = query.where(Clip.start < end)
+    rows = session.execute(query.order_by(Clip.position)).all()
+    vectors = np.stack([np.frombuffer(r[3], np.float32) for r in rows]) if rows else np.empty((0, 0), np.float32)
+    return ClipVectors([int(r[0]) for r in rows], [(float(r[1]), float(r[2])) for r in rows], vectors)
+
+
 def thumbnail_jpeg(session: Session, clip_id: int) -> bytes | None:
     """The clip's JPEG as the catalog holds it, or None (no thumbnail, or a legacy file: ``Clip.thumbnail``)."""
     return session.scalar(select(ClipThumbnail.jpeg).where(ClipThumbnail.clip_id == clip_id))

@@ -16,7 +16,7 @@ from . import errors
 from .deps import ReaderDep
 from .logs import AccessLog
 from .resources import EncoderFactory, Resources
-from .routes import admin, collections, demo, docs, ops, search, videos, web
+from .routes import admin, collections, demo, docs, moments, ops, search, videos, web
 from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def create_app(
     app.state.demo_queries = list(demo_queries) if demo_queries else None
     errors.install(app)
     app.add_middleware(AccessLog, metrics=app.state.resources.metrics)
-    for module in (search, videos, collections, admin, ops, docs):  # catalog data, metrics and the API's schema
+    for module in (search, videos, moments, collections, admin, ops, docs):  # data, metrics, the API schema
         app.include_router(module.router, dependencies=[ReaderDep])
     if demo_queries:
         app.include_router(demo.router, dependencies=[ReaderDep])

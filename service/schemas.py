@@ -251,6 +251,27 @@ class VideoDetail(VideoOut):
     clips: list[ClipOut]
 
 
+class CurvePoint(BaseModel):
+    start: float = Field(description="Clip start, seconds into the video.")
+    end: float
+    score: float = Field(description="Cosine similarity of the words and the clip.")
+
+
+class Moment(BaseModel):
+    start: float = Field(description="Moment start, seconds into the video (a window edge: at the stride).")
+    end: float
+    score: float = Field(description="Its best stretch's score: the mean of the clips covering that stretch.")
+    confidence: float | None = Field(description=CONFIDENCE_DESCRIPTION)
+
+
+class MomentsResponse(BaseModel):
+    video_id: int
+    query: str
+    threshold: float = Field(description="Score from which a stretch of the video belongs to a moment.")
+    curve: list[CurvePoint] = Field(description="The score of every clip of the video, in time order.")
+    moments: list[Moment] = Field(description="The best moments, best first.")
+
+
 # --- operations ------------------------------------------------------------------------------------------
 
 

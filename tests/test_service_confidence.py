@@ -69,3 +69,11 @@ def test_a_checkpoint_without_calibration_says_how_to_get_one(client) -> None:
     assert refused.status_code == 422 and "tvr confidence fit" in refused.json()["message"]
     for bad in (0, 1, 1.5, "sure"):
         assert client.get("/search", params={"q": QUERY, "min_confidence": bad}).status_code == 422
+
+
+def test_a_moment_carries_the_confidence_of_its_score(calibrated, exact) -> None:
+    video_id = exact.video_of(int(exact.clip_ids[0]))
+    body = calibrated.get(f"/videos/{video_id}/moments", params={"q": QUERY}).json()
+    assert body["moments"]
+    for moment in body["moments"]:
+        assert moment["confidence"] == pytest.approx(float(CALIBRATION.confidence(moment["score"])), abs=1e-4)
