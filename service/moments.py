@@ -7,9 +7,11 @@ it, so a segment scores high only when every window around it does. A *moment* i
 segments scoring above the video's threshold, ``median + MOMENT_LEVEL x (peak - median)`` of its segment
 scores (scale-free: it needs no knowledge of the checkpoint's cosine range), or at the peak; its score is
 its best segment's. (A segment half on an event, between a window on it and one off it, scores the mean of
-the two, which is the threshold when the rest of the video scores like the window off it: it stays out.) Edges fall on segment boundaries: at the stride, finer than one window when windows overlap.
+the two, which is the threshold when the rest of the video scores like the window off it: it stays out.)
+Edges fall on segment boundaries: at the stride, finer than one window when windows overlap.
 
-Nothing here knows HTTP or the catalog: windows and scores in, spans out.
+Nothing here knows HTTP: windows and scores in, spans out; ``hit_moments`` reads the windows near search hits
+from the catalog.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy.orm import Session
+
+from indexer.queries import ClipRow, clip_vectors
 
 MOMENT_LEVEL = 0.5  # a segment belongs to a moment from halfway between the video's median and its peak
 MAX_MOMENTS = 5  # moments returned per video, best first
@@ -99,3 +104,14 @@ def moment_of_clip(
             return run
     own = [score for window, score in zip(windows, scores, strict=True) if window == clip]
     return Span(clip[0], clip[1], float(own[0]) if own else best.score)
+
+
+def hit_moments(session: Session, clips: Sequence[ClipRow], vector: np.ndarray) -> dict[int, Span]:
+    """The moment of each search hit's clip, by clip id, from the clips of its video within
+    ``SEARCH_REACH_S`` of it (bounded work however long the video)."""
+    found: dict[int, Span] = {}
+    for clip in clips:
+        near = clip_vectors(session, clip.video_id, clip.start - SEARCH_REACH_S, clip.end + SEARCH_REACH_S)
+        if near.ids:
+            found[clip.clip_id] = moment_of_clip(near.windows, near.vectors @ vector, (clip.start, clip.end))
+    return found

@@ -46,6 +46,11 @@ CONFIDENCE_DESCRIPTION = (
     "Probability (0..1) that the clip matches the words, from the checkpoint's score calibration fitted on data "
     "it was not trained on (`tvr confidence fit`); null for a search by example or a checkpoint without one."
 )
+MOMENTS_DESCRIPTION = "Give each result its moment: where around the clip its video matches (GET /videos/{id}/moments)."
+MOMENT_DESCRIPTION = (
+    "With moments=true: the stretch of the video around this clip where the query matches, cut at window edges "
+    "(looked for within 60 s of the clip)."
+)
 MIN_CONFIDENCE_DESCRIPTION = "Drop results whose confidence is below this (0..1, searches in words only)."
 EXCLUDE_VIDEO_DESCRIPTION = "With `like`: leave out the clips of the liked clip's own video."
 
@@ -66,6 +71,13 @@ class VideoRef(BaseModel):
     duration: float | None
 
 
+class Moment(BaseModel):
+    start: float = Field(description="Moment start, seconds into the video (a window edge: at the stride).")
+    end: float
+    score: float = Field(description="Its best stretch's score: the mean of the clips covering that stretch.")
+    confidence: float | None = Field(description=CONFIDENCE_DESCRIPTION)
+
+
 class SearchHit(BaseModel):
     rank: int = Field(description="1-based position in the whole ranked list (offset included).")
     score: float = Field(description="Cosine similarity of the query and the clip, -1..1.")
@@ -77,6 +89,7 @@ class SearchHit(BaseModel):
     end: float
     thumbnail_url: str
     media_url: str = Field(description="The video file, with a #t=start,end media fragment.")
+    moment: Moment | None = Field(None, description=MOMENT_DESCRIPTION)
 
 
 class SearchResponse(BaseModel):
@@ -98,6 +111,7 @@ class SearchKnobs(BaseModel):
     group_by: GroupBy | None = None
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
     min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(None, description=MIN_CONFIDENCE_DESCRIPTION)
+    moments: bool = Field(False, description=MOMENTS_DESCRIPTION)
     nprobe: Annotated[int, Field(ge=1, le=MAX_NPROBE)] | None = None
     ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)] | None = None
 
@@ -255,13 +269,6 @@ class CurvePoint(BaseModel):
     start: float = Field(description="Clip start, seconds into the video.")
     end: float
     score: float = Field(description="Cosine similarity of the words and the clip.")
-
-
-class Moment(BaseModel):
-    start: float = Field(description="Moment start, seconds into the video (a window edge: at the stride).")
-    end: float
-    score: float = Field(description="Its best stretch's score: the mean of the clips covering that stretch.")
-    confidence: float | None = Field(description=CONFIDENCE_DESCRIPTION)
 
 
 class MomentsResponse(BaseModel):

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -81,6 +81,7 @@ class Hit:
 class SearchResult:
     total: int  # results within the window, before paging
     hits: list[Hit]
+    vector: np.ndarray | None = None  # the query vector searched with (float32, unit length)
 
 
 def nearest(
@@ -217,7 +218,8 @@ def search(
     if media_roots:
         rows = {clip_id: row for clip_id, row in rows.items() if inside_roots(row.path, media_roots)}
     results = [
-        page_of(rows, scores, ids, query.options) for query, (scores, ids) in zip(queries, candidates, strict=True)
+        replace(page_of(rows, scores, ids, query.options), vector=query.vector)
+        for query, (scores, ids) in zip(queries, candidates, strict=True)
     ]
     if metrics is not None:
         metrics.catalog_seconds.observe(time.perf_counter() - started)

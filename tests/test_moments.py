@@ -45,4 +45,5 @@ def test_a_short_video_is_one_moment_and_the_last_window_may_be_off_the_stride()
     windows = clip_windows(33.0, ClipPolicy())  # ..., (20, 30), (23, 33): the last one reaches the end
     assert windows[-1] == (23.0, 33.0)
     edges = [(s.start, s.end) for s in segments(windows, np.linspace(0, 1, len(windows)))]
-    assert edges[-4:] == [(20.0, 23.0), (23.0, 25.0), (25.0, 30.0), (30.0, 33.0)] and find_moments([], np.empty(0)) == []
+    assert edges[-4:] == [(20.0, 23.0), (23.0, 25.0), (25.0, 30.0), (30.0, 33.0)]
+    assert find_moments([], np.empty(0)) == []

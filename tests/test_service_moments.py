@@ -8,7 +8,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.moments import find_moments
+from service.moments import find_moments, moment_of_clip
 
 pytest_plugins = ["service_fixtures"]
 
@@ -44,3 +44,25 @@ def test_a_video_indexed_with_another_checkpoint_says_to_reingest(private_corpus
     answer = httpx.get(f"{server.url}/videos/1/moments", params={"q": "a red circle"}, timeout=30)
     assert answer.status_code == 409 and "an-older-one" in answer.json()["detail"]
     assert "tvr ingest" in answer.json()["detail"]
+
+
+def test_search_with_moments_gives_each_result_the_span_around_its_clip(client, exact) -> None:
+    query = "a red circle moves to the right"
+    plain = client.get("/search", params={"q": query, "k": 5}).json()["results"]
+    assert all(hit["moment"] is None for hit in plain)
+    hits = client.get("/search", params={"q": query, "k": 5, "moments": True}).json()["results"]
+    assert [h["clip_id"] for h in hits] == [h["clip_id"] for h in plain]
+    scores = exact.scores(query)
+    for hit in hits:
+        clips = client.get(f"/videos/{hit['video_id']}").json()["clips"]
+        near = [c for c in clips if c["end"] > hit["start"] - 60 and c["start"] < hit["end"] + 60]
+        windows, near_scores = [(c["start"], c["end"]) for c in near], np.array([scores[c["id"]] for c in near])
+        expected = moment_of_clip(windows, near_scores, (hit["start"], hit["end"]))
+        moment = hit["moment"]
+        assert (moment["start"], moment["end"]) == (expected.start, expected.end)
+        assert moment["score"] == pytest.approx(expected.score, abs=1e-4) and moment["confidence"] is None
+        assert moment["start"] < hit["end"] and moment["end"] > hit["start"]  # it holds the hit's clip
+    liked = client.get("/search", params={"like": hits[0]["clip_id"], "k": 3, "moments": True}).json()["results"]
+    assert liked and all(h["moment"] is not None for h in liked)
+    posted = client.post("/search", json={"q": [query, "a blue square"], "k": 2, "moments": True}).json()
+    assert all(h["moment"] is not None for search in posted["searches"] for h in search["results"])

@@ -13,6 +13,7 @@ pytest_plugins = ["service_fixtures"]  # its session fixtures are shared by ever
 
 QUERY = "a red circle moves to the right"
 HIT_KEYS = {"rank", "score", "confidence", "clip_id", "video_id", "video", "start", "end", "thumbnail_url", "media_url"}
+HIT_KEYS |= {"moment"}
 
 
 def search(client: httpx.Client, **params: object) -> dict:

@@ -44,9 +44,11 @@ from ..schemas import (
     MAX_OFFSET,
     MAX_QUERY_CHARS,
     MIN_CONFIDENCE_DESCRIPTION,
+    MOMENTS_DESCRIPTION,
     NOT_BLANK,
     GroupBy,
     InvalidRequest,
+    Moment,
     MultiSearchResponse,
     Problem,
     SearchForm,
@@ -60,6 +62,7 @@ from ..search import ServedIndex
 
 if TYPE_CHECKING:
     from model.calibration import ScoreCalibration
+from ..moments import Span, hit_moments
 from ..search_params import invalid, like_vector, score_floor, search_filter
 from ..urls import media_url, thumbnail_url
 
@@ -84,8 +87,20 @@ def to_response(
     like: int | None = None,
     example: str | None = None,
     calibration: ScoreCalibration | None = None,
+    moments: dict[int, Span] | None = None,
 ) -> SearchResponse:
-    """The answer to one query; ``calibration`` (a search in words alone) gives each result its confidence."""
+    """The answer to one query; ``calibration`` (a search in words alone) gives each result its confidence,
+    ``moments`` (``found_moments``) its moment."""
+
+    def confidence(score: float) -> float | None:
+        return None if calibration is None else round(float(calibration.confidence(score)), 4)
+
+    def moment(clip_id: int) -> Moment | None:
+        span = (moments or {}).get(clip_id)
+        if span is None:
+            return None
+        return Moment(start=span.start, end=span.end, score=round(span.score, 6), confidence=confidence(span.score))
+
     return SearchResponse(
         query=query,
         like=like,
@@ -96,7 +111,7 @@ def to_response(
             SearchHit(
                 rank=hit.rank,
                 score=round(hit.score, 6),
-                confidence=None if calibration is None else round(float(calibration.confidence(hit.score)), 4),
+                confidence=confidence(hit.score),
                 clip_id=hit.clip.clip_id,
                 video_id=hit.clip.video_id,
                 video=VideoRef(
@@ -109,6 +124,7 @@ def to_response(
                 end=hit.clip.end,
                 thumbnail_url=thumbnail_url(hit.clip.clip_id),
                 media_url=media_url(hit.clip.video_id, hit.clip.start, hit.clip.end),
+                moment=moment(hit.clip.clip_id),
             )
             for hit in result.hits
         ],
@@ -131,6 +147,21 @@ async def run_search(
     except CannotMix as exc:
         invalid(("body", "image_weight"), str(exc))
     return results, (time.perf_counter() - started) * 1000
+
+
+async def found_moments(
+    resources: Resources, knobs: SearchKnobs, result: engine.SearchResult
+) -> dict[int, Span] | None:
+    """With ``moments=true``, each hit's moment by clip id (``service.moments.hit_moments``)."""
+    if not knobs.moments or not result.hits or result.vector is None:
+        return None
+    vector = result.vector
+
+    def read() -> dict[int, Span]:
+        with resources.read_session() as session:
+            return hit_moments(session, [hit.clip for hit in result.hits], vector)
+
+    return await asyncio.to_thread(read)
 
 
 def calibration_of(resources: Resources) -> ScoreCalibration | None:
@@ -205,6 +236,7 @@ async def search_get(
     group_by: Annotated[GroupBy | None, Query(description="'video': only the best clip of each video.")] = None,
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="Drop results scoring below.")] = None,
     min_confidence: Annotated[float | None, Query(gt=0.0, lt=1.0, description=MIN_CONFIDENCE_DESCRIPTION)] = None,
+    moments: Annotated[bool, Query(description=MOMENTS_DESCRIPTION)] = False,
     nprobe: Annotated[int | None, Query(ge=1, le=MAX_NPROBE, description="IVF lists to visit.")] = None,
     ef_search: Annotated[int | None, Query(ge=1, le=MAX_EF_SEARCH, description="HNSW search depth.")] = None,
 ) -> SearchResponse:
@@ -221,6 +253,7 @@ async def search_get(
         group_by=group_by,
         min_score=min_score,
         min_confidence=min_confidence,
+        moments=moments,
         nprobe=nprobe,
         ef_search=ef_search,
     )
@@ -229,7 +262,8 @@ async def search_get(
     query: str | QueryInput = example if example is not None else str(q)
     results, took_ms = await run_search(resources, index, [query], options)
     roots = resources.settings.media_roots
-    return to_response(q, took_ms, results[0], roots, viewer, like=like, calibration=calibration)
+    found = await found_moments(resources, knobs, results[0])
+    return to_response(q, took_ms, results[0], roots, viewer, like=like, calibration=calibration, moments=found)
 
 
 @router.post(
@@ -274,18 +308,25 @@ async def search_post(
     roots = resources.settings.media_roots
     if example is not None:
         results, took_ms = await run_search(resources, index, [example], options)
-        return to_response(None, took_ms, results[0], roots, viewer, like=body.like)
+        found = await found_moments(resources, body, results[0])
+        return to_response(None, took_ms, results[0], roots, viewer, like=body.like, moments=found)
     queries: list[str | QueryInput] = [body.q] if isinstance(body.q, str) else list(body.q or [])
     results, took_ms = await run_search(resources, index, queries, options)
+    answers = [
+        to_response(
+            str(query),
+            took_ms,
+            result,
+            roots,
+            viewer,
+            calibration=calibration,
+            moments=await found_moments(resources, body, result),
+        )
+        for query, result in zip(queries, results, strict=True)
+    ]
     if isinstance(body.q, str):
-        return to_response(body.q, took_ms, results[0], roots, viewer, calibration=calibration)
-    return MultiSearchResponse(
-        took_ms=round(took_ms, 3),
-        searches=[
-            to_response(str(query), took_ms, result, roots, viewer, calibration=calibration)
-            for query, result in zip(queries, results, strict=True)
-        ],
-    )
+        return answers[0]
+    return MultiSearchResponse(took_ms=round(took_ms, 3), searches=answers)
 
 
 async def _search_by_upload(
@@ -334,7 +375,9 @@ async def _search_by_upload(
     options = options_of(params, node, score_floor(params, None, False, "body"))
     query = QueryInput(text=params.q, example=vector, example_weight=params.image_weight if params.q else 1.0)
     results, took_ms = await run_search(resources, index, [query], options)
-    return to_response(params.q, took_ms, results[0], resources.settings.media_roots, viewer, example=kind)
+    found = await found_moments(resources, params, results[0])
+    roots = resources.settings.media_roots
+    return to_response(params.q, took_ms, results[0], roots, viewer, example=kind, moments=found)
 
 
 def install_schemas(app: FastAPI) -> None:
