@@ -490,3 +490,39 @@ def test_each_result_shows_how_sure_the_checkpoint_is_when_it_is_calibrated(
             assert shown == [f"{round(hit['confidence'] * 100)}% sure" for hit in expected]
         else:
             assert shown == []  # an uncalibrated checkpoint: the score alone
+
+
+def test_the_timeline_under_the_player_draws_the_videos_curve_and_a_moment_click_plays_from_it(
+    browser, live_server, client
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    query = "a blue square moves up"
+    browser.get(live_server.url + "/")
+    browser.find_element(By.ID, "q").send_keys(query, Keys.ENTER)
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) >= 10)
+    card = browser.find_elements(By.CSS_SELECTOR, "#results .result")[0]
+    card.find_element(By.CSS_SELECTOR, "button.play").click()
+    video_id = card.get_attribute("data-video")
+    body = client.get(f"/videos/{video_id}/moments", params={"q": query}).json()
+    wait.until(lambda d: d.find_element(By.ID, "timeline").is_displayed())
+    bars = browser.find_elements(By.CSS_SELECTOR, "#timeline .bar")
+    moments = browser.find_elements(By.CSS_SELECTOR, "#timeline .moment")
+    assert [float(b.get_attribute("data-start")) for b in bars] == [p["start"] for p in body["curve"]]
+    assert [float(m.get_attribute("data-start")) for m in moments] == [m["start"] for m in body["moments"]]
+    # a click on a bar plays from that clip's start; one on a moment from the moment's start
+    at = "return document.getElementById('video').currentTime"
+    last = bars[-1]
+    start = float(last.get_attribute("data-start"))
+    assert start > 0, "the first result's video has several clips"
+    browser.execute_script("const v = document.getElementById('video'); v.pause(); v.currentTime = 0")
+    browser.execute_script("arguments[0].click()", last)
+    wait.until(lambda d: d.execute_script(at) >= start - 0.05)
+    best = body["moments"][0]
+    away = 0.0 if best["start"] > 0 else body["curve"][-1]["end"] - 0.1
+    browser.execute_script(f"const v = document.getElementById('video'); v.pause(); v.currentTime = {away}")
+    browser.execute_script("arguments[0].click()", moments[0])
+    WebDriverWait(browser, 20, poll_frequency=0.02).until(lambda d: abs(d.execute_script(at) - best["start"]) < 0.5)

@@ -28,6 +28,7 @@ const more = document.getElementById("more");
 const player = document.getElementById("player");
 const video = document.getElementById("video");
 const nowPlaying = document.getElementById("now-playing");
+const timeline = document.getElementById("timeline");
 const demoQueries = document.getElementById("demo-queries");
 const demoQueryList = document.getElementById("demo-query-list");
 const keyForm = document.getElementById("key-form");
@@ -279,11 +280,62 @@ function play(item, hit, title) {
     seekAndPlay();
   } else {
     video.dataset.base = base;
+    video.dataset.video = String(hit.video_id);
     video.src = hit.media_url; // the #t=start,end fragment: the browser starts there by itself
     video.addEventListener("loadedmetadata", seekAndPlay, { once: true });
     video.load();
   }
   player.scrollIntoView({ behavior: "smooth", block: "start" });
+  drawTimeline(hit);
+}
+
+function seek(start) {
+  video.currentTime = start;
+  video.play().catch(() => {});
+}
+
+// Under the player, for a search in words: every clip's score along the video (GET /videos/{id}/moments),
+// its moments marked; a click on a bar or a moment plays from its start.
+async function drawTimeline(hit) {
+  timeline.replaceChildren();
+  timeline.hidden = true;
+  if (!current.q || current.like || current.image) return;
+  const asked = hit.video_id;
+  const body = await getJson(`/videos/${hit.video_id}/moments?${new URLSearchParams({ q: current.q })}`);
+  if (!body || !body.curve.length || video.dataset.video !== String(asked)) return;
+  const length = hit.video.duration || Math.max(...body.curve.map((p) => p.end));
+  const scores = body.curve.map((p) => p.score);
+  const low = Math.min(...scores);
+  const range = Math.max(...scores) - low || 1;
+  const place = (node, start, end) => {
+    node.style.left = `${(100 * start) / length}%`;
+    node.style.width = `${(100 * (end - start)) / length}%`;
+  };
+  for (const point of body.curve) {
+    const bar = el("button", {
+      type: "button",
+      className: "bar",
+      title: `${clock(point.start)}–${clock(point.end)}: ${point.score.toFixed(3)}`,
+    });
+    place(bar, point.start, point.end);
+    bar.style.height = `${15 + (85 * (point.score - low)) / range}%`;
+    bar.dataset.start = String(point.start);
+    bar.addEventListener("click", () => seek(point.start));
+    timeline.append(bar);
+  }
+  for (const moment of body.moments) {
+    const sure = moment.confidence === null ? "" : `, ${Math.round(moment.confidence * 100)}% sure`;
+    const band = el("button", {
+      type: "button",
+      className: "moment",
+      title: `moment ${clock(moment.start)}–${clock(moment.end)}${sure}`,
+    });
+    place(band, moment.start, moment.end);
+    band.dataset.start = String(moment.start);
+    band.addEventListener("click", () => seek(moment.start));
+    timeline.append(band);
+  }
+  timeline.hidden = false;
 }
 
 function showFilterError(message) {
