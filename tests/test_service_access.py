@@ -161,9 +161,11 @@ def test_a_read_key_guards_every_route_but_health_and_the_page(library: Library,
     video_id = httpx.get(f"{server.url}/videos", headers={"X-API-Key": READER}).json()["videos"][0]["id"]
     samples = {"video_id": str(video_id), "clip_id": "1", "job_id": "x"}
     gets = [path.format(**samples) for path, methods in schema["paths"].items() if "get" in methods]
-    guarded = [p + "?q=a+video" if p == "/search" else p for p in gets if p not in ("/healthz", "/readyz")]
+    needs_words = ("/search", f"/videos/{video_id}/moments")
+    guarded = [p + "?q=a+video" if p in needs_words else p for p in gets if p not in ("/healthz", "/readyz")]
     guarded += ["/openapi.json", "/docs"]
     assert "/metrics" in guarded and f"/videos/{video_id}/media" in guarded
+    assert f"/videos/{video_id}/moments?q=a+video" in guarded
     for path in guarded:
         bare = httpx.get(server.url + path)
         assert bare.status_code == 401, (path, bare.status_code)
