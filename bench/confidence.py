@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from model import load_model
-from model.calibration import ECE_BINS, TOP_K, expected_calibration_error, top_k_pairs
+from model.calibration import ECE_BINS, TOP_K, expected_calibration_error, reliability, top_k_pairs
 from model.train.datasets import RetrievalSet, load_pairs
 from model.train.evaluate import embed_retrieval_set, similarity_and_matches
 from model.train.synth import write_synthetic_set
@@ -62,14 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         f"| {expected_calibration_error(confidence, correct):.4f} |"
     )
     print("\n| confidence bin | pairs | mean confidence | share matching |\n| --- | --- | --- | --- |")
-    which = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-    for b in range(ECE_BINS):
-        inside = which == b
-        if inside.any():
-            print(
-                f"| {b / ECE_BINS:.1f}-{(b + 1) / ECE_BINS:.1f} | {int(inside.sum())} "
-                f"| {confidence[inside].mean():.3f} | {correct[inside].mean():.3f} |"
-            )
+    for b, pairs, mean, share in reliability(confidence, correct):
+        print(f"| {b / ECE_BINS:.1f}-{(b + 1) / ECE_BINS:.1f} | {pairs} | {mean:.3f} | {share:.3f} |")
 
 
 if __name__ == "__main__":

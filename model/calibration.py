@@ -115,17 +115,25 @@ def fit_calibration(similarity: np.ndarray, matches: np.ndarray, fitted_on: str,
     return ScoreCalibration(slope, intercept, len(correct), found, k, fitted_on)
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Sum over ``bins`` equal-width confidence bins of (share of pairs) x |accuracy - mean confidence|."""
+def reliability(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> list[tuple[int, int, float, float]]:
+    """Per non-empty equal-width confidence bin: (bin, pairs, mean confidence, share correct)."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=np.float64)
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    error = 0.0
+    table = []
     for b in range(bins):
         inside = which == b
         if inside.any():
-            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(error)
+            table.append((b, int(inside.sum()), float(confidence[inside].mean()), float(correct[inside].mean())))
+    return table
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Sum over ``bins`` equal-width confidence bins of (share of pairs) x |accuracy - mean confidence|."""
+    pairs = len(np.asarray(confidence))
+    return float(sum(n / pairs * abs(share - mean) for _, n, mean, share in reliability(confidence, correct, bins)))
 
 
 def caption_matches(captions: list[str], clip_captions: list[set[str]]) -> np.ndarray:

@@ -155,12 +155,28 @@ def save_checkpoint(
     metadata = {"format": FORMAT, "full": json.dumps(full), "config": config.to_json()}
     if model.calibration is not None:
         metadata[CALIBRATION_KEY] = model.calibration.to_json()
-    tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, target)
+    _write_file(tensors, metadata, target)
     if target.name == FOLDER_FILE:
         (target.parent / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     return target
+
+
+def _write_file(tensors: dict[str, torch.Tensor], metadata: dict[str, str], target: Path) -> None:
+    """Write a safetensors file atomically: a temp file renamed over the old one."""
+    tmp = target.with_name(target.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, target)
+
+
+def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A project checkpoint file's tensors and metadata."""
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    return tensors, metadata
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -170,12 +186,7 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _project_model(path: Path, backbone_weights: str | None, overrides: dict[str, Any]) -> DualAttentionCLIP:
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    tensors, metadata = _read_file(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a tvr checkpoint (no '{FORMAT}' metadata)")
     config = EncoderConfig.from_dict(json.loads(metadata["config"]))
@@ -199,12 +210,7 @@ def write_calibration(
     """Store ``calibration`` in a project checkpoint (in place, or in a copy at ``output``: a file or a
     folder), replacing any it had; the tensors, and so the checkpoint id, stay as they are. Atomic."""
     path = resolve_checkpoint_path(source)
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    tensors, metadata = _read_file(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a calibration is stored only in a tvr checkpoint (not a reference file)")
     metadata[CALIBRATION_KEY] = calibration.to_json()
@@ -212,9 +218,7 @@ def write_calibration(
     if target.suffix != ".safetensors":
         target = target / FOLDER_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, target)
+    _write_file(tensors, metadata, target)
     config_file = path.parent / "config.json"
     if target.name == FOLDER_FILE and config_file.is_file() and target.parent != path.parent:
         (target.parent / "config.json").write_text(config_file.read_text())

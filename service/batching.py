@@ -158,6 +158,14 @@ class QueryBatcher(Generic[Index, Options, Result]):
             raise RuntimeError("QueryBatcher.start() was not awaited")
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
 
+    async def text_vector(self, text: str) -> np.ndarray:
+        """One text's embedding, from the query cache or encoded on the search thread between batches."""
+        key = cache_key(text)
+        vector = (await self.run(self._vectors, [key]))[key]
+        if isinstance(vector, Exception):
+            raise vector
+        return vector
+
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:

@@ -79,15 +79,19 @@ def _runs(spans: Sequence[Span], floor: float) -> list[Span]:
     return runs
 
 
+def best_runs(spans: Sequence[Span], floor: float, limit: int = MAX_MOMENTS) -> list[Span]:
+    """The runs of ``spans`` above ``floor``, best first (at least one: the peak's run)."""
+    if not spans:
+        return []
+    return sorted(_runs(spans, floor), key=lambda run: (-run.score, run.start))[:limit]
+
+
 def find_moments(
     windows: Sequence[tuple[float, float]], scores: np.ndarray, level: float = MOMENT_LEVEL, limit: int = MAX_MOMENTS
 ) -> list[Span]:
     """A video's best moments, best first (at least one: the peak's run)."""
-    if len(windows) == 0:
-        return []
     spans = segments(windows, scores)
-    runs = _runs(spans, threshold(spans, level))
-    return sorted(runs, key=lambda run: (-run.score, run.start))[:limit]
+    return best_runs(spans, threshold(spans, level), limit) if spans else []
 
 
 def moment_of_clip(

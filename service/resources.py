@@ -344,10 +344,6 @@ class Resources:
             self._writer = open_catalog(self.settings, writer=True, auto_upgrade=False)
         return make_sessionmaker(self._writer)
 
-    async def text_vector(self, text: str) -> np.ndarray:
-        """One text's embedding, encoded on the search thread between batches."""
-        return (await self.queries.run(self._encode, [text]))[0]
-
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.encoder is None:
             raise NotReady(self.stage)

@@ -69,19 +69,15 @@ def confidence_fit(
     """Fit the checkpoint's score calibration (cosine -> confidence of a text query) on a dataset split and
     store it in the checkpoint; its id, and indexes built with it, stay valid."""
     from model import load_model
-    from model.calibration import expected_calibration_error, fit_calibration, top_k_pairs
     from model.checkpoint import write_calibration
     from model.train.datasets import RetrievalSet, load_pairs
-    from model.train.evaluate import embed_retrieval_set, similarity_and_matches
+    from model.train.evaluate import calibrate
 
     chosen = _device(device)
     retrieval = RetrievalSet.from_pairs(load_pairs(layout, data, split))
     model = load_model(checkpoint).to(chosen)
-    video, text = embed_retrieval_set(model, retrieval, chosen, workers=workers, sampling=sampling)
-    similarity, matches = similarity_and_matches(video, text, retrieval)
-    calibration = fit_calibration(similarity, matches, fitted_on=f"{data} ({layout}, {split})")
-    scores, correct = top_k_pairs(similarity, matches, calibration.top_k)
-    ece = expected_calibration_error(calibration.confidence(scores), correct)
+    fitted_on = f"{data} ({layout}, {split})"
+    calibration, ece = calibrate(model, retrieval, chosen, fitted_on, workers, sampling)
     target = write_calibration(checkpoint, calibration, output)
     typer.echo(
         f"confidence = sigmoid({calibration.slope:.4f} x score {calibration.intercept:+.4f}), fitted on the top "

@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from model.calibration import ScoreCalibration, caption_matches, fit_calibration
+from model.calibration import (
+    ScoreCalibration,
+    caption_matches,
+    expected_calibration_error,
+    fit_calibration,
+    top_k_pairs,
+)
 from model.encoder import DualAttentionCLIP
 from model.text_tower import tokenize
 
@@ -77,7 +83,11 @@ def calibrate(
     fitted_on: str,
     workers: int = 0,
     sampling: str = "uniform",
-) -> ScoreCalibration:
-    """The model's score calibration fitted on ``data`` (a split it was not trained on; model/calibration.py)."""
+) -> tuple[ScoreCalibration, float]:
+    """The model's score calibration fitted on ``data`` (a split it was not trained on; model/calibration.py),
+    and its expected calibration error on the pairs it was fitted on."""
     video, text = embed_retrieval_set(model, data, device, workers=workers, sampling=sampling)
-    return fit_calibration(*similarity_and_matches(video, text, data), fitted_on=fitted_on)
+    similarity, matches = similarity_and_matches(video, text, data)
+    calibration = fit_calibration(similarity, matches, fitted_on=fitted_on)
+    scores, correct = top_k_pairs(similarity, matches, calibration.top_k)
+    return calibration, expected_calibration_error(calibration.confidence(scores), correct)

@@ -405,7 +405,7 @@ def _calibrate_outputs(out: Path, val: RetrievalSet, device: torch.device, cfg: 
             continue
         fitted_on = f"{cfg.data_root} ({cfg.layout}, {cfg.val_split})"
         try:
-            calibration = calibrate(load_model(folder), val, device, fitted_on, cfg.workers, cfg.sampling)
+            calibration, _ = calibrate(load_model(folder), val, device, fitted_on, cfg.workers, cfg.sampling)
         except CalibrationError as exc:
             log.warning("%s has no score calibration: %s", folder, exc)
             continue

@@ -14,10 +14,10 @@ from indexer.queries import ClipVectors, clip_vectors
 from ..access import Viewer
 from ..deps import IndexDep, ResourcesDep, ViewerDep
 from ..errors import ERROR_RESPONSES
-from ..moments import find_moments, segments, threshold
+from ..moments import best_runs, segments, threshold
 from ..resources import Resources
-from ..schemas import MAX_QUERY_CHARS, NOT_BLANK, CurvePoint, Moment, MomentsResponse, Problem
-from .search import calibration_of
+from ..schemas import MAX_QUERY_CHARS, NOT_BLANK, CurvePoint, MomentsResponse, Problem
+from .search import calibration_of, moment_out
 from .videos import VideoId, visible_video
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
@@ -57,26 +57,19 @@ async def video_moments(
 ) -> MomentsResponse:
     """How well every clip of the video matches the words (``curve``, in time order), and its best moments,
     best first: stretches scoring from halfway between the video's median and its peak, cut at window edges."""
-    vector = await resources.text_vector(q)
+    vector = await resources.queries.text_vector(q)
     clips = await asyncio.to_thread(served_clips, resources, video_id, viewer)
     scores = clips.vectors @ vector if clips.ids else np.empty(0, np.float32)
     calibration = calibration_of(resources)
-    moments = find_moments(clips.windows, scores)
+    spans = segments(clips.windows, scores)
+    floor = threshold(spans) if spans else 0.0
     return MomentsResponse(
         video_id=video_id,
         query=q,
-        threshold=round(threshold(segments(clips.windows, scores)), 6) if clips.ids else 0.0,
+        threshold=round(floor, 6),
         curve=[
             CurvePoint(start=start, end=end, score=round(float(score), 6))
             for (start, end), score in zip(clips.windows, scores, strict=True)
         ],
-        moments=[
-            Moment(
-                start=m.start,
-                end=m.end,
-                score=round(m.score, 6),
-                confidence=None if calibration is None else round(float(calibration.confidence(m.score)), 4),
-            )
-            for m in moments
-        ],
+        moments=[moment_out(span, calibration) for span in best_runs(spans, floor)],
     )

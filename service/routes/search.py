@@ -92,14 +92,9 @@ def to_response(
     """The answer to one query; ``calibration`` (a search in words alone) gives each result its confidence,
     ``moments`` (``found_moments``) its moment."""
 
-    def confidence(score: float) -> float | None:
-        return None if calibration is None else round(float(calibration.confidence(score)), 4)
-
     def moment(clip_id: int) -> Moment | None:
         span = (moments or {}).get(clip_id)
-        if span is None:
-            return None
-        return Moment(start=span.start, end=span.end, score=round(span.score, 6), confidence=confidence(span.score))
+        return None if span is None else moment_out(span, calibration)
 
     return SearchResponse(
         query=query,
@@ -111,7 +106,7 @@ def to_response(
             SearchHit(
                 rank=hit.rank,
                 score=round(hit.score, 6),
-                confidence=confidence(hit.score),
+                confidence=shown_confidence(calibration, hit.score),
                 clip_id=hit.clip.clip_id,
                 video_id=hit.clip.video_id,
                 video=VideoRef(
@@ -162,6 +157,17 @@ async def found_moments(
             return hit_moments(session, [hit.clip for hit in result.hits], vector)
 
     return await asyncio.to_thread(read)
+
+
+def shown_confidence(calibration: ScoreCalibration | None, score: float) -> float | None:
+    """A score's confidence as responses show it (None: no calibration applies)."""
+    return None if calibration is None else round(float(calibration.confidence(score)), 4)
+
+
+def moment_out(span: Span, calibration: ScoreCalibration | None) -> Moment:
+    return Moment(
+        start=span.start, end=span.end, score=round(span.score, 6), confidence=shown_confidence(calibration, span.score)
+    )
 
 
 def calibration_of(resources: Resources) -> ScoreCalibration | None:
