@@ -13,11 +13,11 @@ searches got all three.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from served import wait_ready
 
 from model.train.synth import Scene, draw_scenes
 from service.app import create_app
@@ -25,19 +25,9 @@ from service.demo import DEMO_SEED, DEMO_VIDEOS, EXAMPLE_QUERIES, ExampleQuery, 
 from service.resources import load_encoder_from_settings
 from service.settings import ServiceSettings
 
-READY_TIMEOUT_S = 300
-
 
 def yes(right: bool) -> str:
     return "yes" if right else "**no**"
-
-
-def wait_ready(client: TestClient) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while (answer := client.get("/readyz")).status_code != 200:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the server was not ready after {READY_TIMEOUT_S} s: {answer.json()}")
-        time.sleep(0.1)
 
 
 def top_hit(client: TestClient, text: str) -> dict[str, Any]:

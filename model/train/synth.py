@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -264,15 +264,26 @@ def _record(index: int, name: str, scene: Scene, duration: float) -> dict[str, o
     }
 
 
-def _prepare_dir(out: Path, stamp: dict[str, int], videos: int) -> bool:
-    """Remove partial files and clips that do not belong to this set; True if kept clips are valid."""
-    stamp_path = out / STAMP_FILE
+def _prepare_dir(
+    out: Path,
+    stamp: Mapping[str, object],
+    videos: int,
+    *,
+    stamp_file: str = STAMP_FILE,
+    pattern: re.Pattern[str] = _VIDEO_NAME,
+) -> bool:
+    """Remove partial files and clips that do not belong to this set; True if kept clips are valid.
+
+    ``stamp_file`` holds the set's parameters, ``pattern`` names its files (number, then ``.part`` or not):
+    another kind of set in the same folder keeps its own.
+    """
+    stamp_path = out / stamp_file
     try:
         keep = json.loads(stamp_path.read_text()) == stamp
     except (OSError, ValueError):
         keep = False
-    for path in _own_files(out / VIDEO_DIR):
-        match = _VIDEO_NAME.match(path.name)
+    for path in _own_files(out / VIDEO_DIR, pattern):
+        match = pattern.match(path.name)
         assert match is not None
         if match.group(2) or not keep or int(match.group(1)) >= videos:
             path.unlink()
@@ -281,10 +292,10 @@ def _prepare_dir(out: Path, stamp: dict[str, int], videos: int) -> bool:
     return keep
 
 
-def _own_files(video_dir: Path) -> Iterator[Path]:
+def _own_files(video_dir: Path, pattern: re.Pattern[str] = _VIDEO_NAME) -> Iterator[Path]:
     """Files in ``video_dir`` named like the clips this module writes (and their partial files)."""
     for path in video_dir.iterdir():
-        if path.is_file() and _VIDEO_NAME.match(path.name):
+        if path.is_file() and pattern.match(path.name):
             yield path
 
 
