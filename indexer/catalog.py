@@ -4,11 +4,19 @@ and runs.
 The catalog is the source of truth: every API replica derives its FAISS index from ``Clip.embedding`` of
 indexed videos and serves thumbnails from ``ClipThumbnail``, whichever machine ingested them.
 Every schema change goes through an Alembic migration (``indexer/migrations``).
+
+Subtitles and transcripts are ``TextTrack`` rows (one per file or embedded stream) holding timed
+``TextSegment`` rows. Their full-text index is made by migration 0006 in each backend's own SQL, outside
+these models: on SQLite the FTS5 table ``text_segments_fts`` (external content, kept in step by triggers on
+``text_segments``), on PostgreSQL the stored generated column ``text_segments.tsv`` with a GIN index. Both
+stem English words ("running" finds "runs"): FTS5's ``porter`` tokenizer, PostgreSQL's ``english``
+configuration. ``include_in_autogenerate`` keeps those objects out of Alembic's model comparison.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -174,3 +182,63 @@ class IngestionRun(Base):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     clips: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TextTrack(Base):
+    """One subtitle or transcript: a file (its absolute path) or a text stream embedded in the video
+    (``stream:N``). A track that could not be read has status ``failed``, its ``error`` and no segments."""
+
+    __tablename__ = "text_tracks"
+    __table_args__ = (UniqueConstraint("video_id", "source", name="uq_text_tracks_video_id_source"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(4096))  # the file's absolute path, or "stream:N"
+    language: Mapped[str | None] = mapped_column(String(32))  # "en", "pt-BR": the file name's or the stream's
+    status: Mapped[str] = mapped_column(String(16))  # "ok" or "failed"
+    error: Mapped[str | None] = mapped_column(Text)  # why it could not be read (names the file)
+    # sha256 of the file's bytes; for an embedded stream the video's content hash
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    segments: Mapped[int] = mapped_column(Integer, default=0)  # how many TextSegment rows it has
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"TextTrack(id={self.id}, video_id={self.video_id}, {self.source!r}, {self.status})"
+
+
+class TextSegment(Base):
+    """A cue of a track: its time span and its plain text (markup removed), which the full-text index
+    covers (see the module's docstring). Written with its track in one transaction."""
+
+    __tablename__ = "text_segments"
+    __table_args__ = {"sqlite_autoincrement": True}  # FTS5 rowids: never reuse a deleted segment's id
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("text_tracks.id", ondelete="CASCADE"), index=True)
+    start: Mapped[float] = mapped_column(Float)  # seconds
+    end: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"TextSegment(id={self.id}, track_id={self.track_id}, {self.start:.2f}-{self.end:.2f}s)"
+
+
+# What migration 0006 makes by hand for full-text search, which the models do not describe.
+FULL_TEXT_TABLE = "text_segments_fts"  # SQLite FTS5 (and its shadow tables, text_segments_fts_*)
+FULL_TEXT_COLUMN = "tsv"  # PostgreSQL: text_segments.tsv
+FULL_TEXT_INDEX = "ix_text_segments_tsv"  # PostgreSQL: GIN index of text_segments.tsv
+
+
+def include_in_autogenerate(name: str | None, type_: str, parent_names: Mapping[Any, str | None]) -> bool:
+    """Alembic's ``include_name`` hook: leave the full-text objects of migration 0006 out of the comparison
+    of the models with the database (``alembic check``)."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return name != FULL_TEXT_TABLE and not name.startswith(FULL_TEXT_TABLE + "_")
+    if type_ == "column":
+        return not (name == FULL_TEXT_COLUMN and parent_names.get("table_name") == "text_segments")
+    if type_ == "index":
+        return name != FULL_TEXT_INDEX
+    return True

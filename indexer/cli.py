@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from .settings import Settings
+    from .subtitles import SubtitleTally
 
 log = logging.getLogger(__name__)
 EXIT_SOME_FAILED = 3  # `tvr ingest` finished, but some files could not be indexed
@@ -218,6 +219,7 @@ def ingest(
         typer.echo(f"moved {summary.moved} unchanged videos to another collection")
     for path, reason in summary.failed:
         typer.echo(f"  failed: {path}: {reason}")
+    _echo_subtitles(summary.subtitles)
     if summary.index is not None:
         meta = summary.index
         typer.echo(
@@ -227,6 +229,17 @@ def ingest(
         typer.echo("index: nothing to publish (the catalog has no clips)")
     if summary.failed:  # the run completed, but a script or a scheduler must notice the files it could not read
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _echo_subtitles(tally: SubtitleTally) -> None:
+    """The run's subtitle tracks in a line, and each failed file's error (which names it)."""
+    written = tally.added + tally.updated
+    if not (written or tally.removed or tally.failed):
+        return
+    line = f"{written} subtitle tracks added or updated ({tally.added} new), {tally.removed} removed"
+    typer.echo(line + (f", {len(tally.failed)} failed:" if tally.failed else ""))
+    for _, error in tally.failed:
+        typer.echo(f"  failed subtitles: {error}")
 
 
 # --- delete ---------------------------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ The stages have one owner each, so a cluster runner can reuse them: ``planning``
 is the driver: it plans, keeps each video's clips until all are encoded, commits them and publishes; the
 decoding and encoding run in ``local_runner`` (this machine) or ``ray_runner`` (a Ray cluster), which hand
 their events and vectors back to it.
+
+Subtitles: a video whose content is indexed anew has its embedded text streams read by a thread here while
+it is decoded (``subtitles.read_embedded_tracks``), committed with its clips; after the videos, every
+discovered video's subtitle files are brought up to date (``subtitle_store.sync_file_tracks``), unchanged and
+skipped videos included.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +30,7 @@ from tqdm import tqdm
 
 from model.video_pyav import DecodeSteps
 
-from . import local_runner, nvdec, planning, ray_runner, records
+from . import local_runner, nvdec, planning, ray_runner, records, subtitle_store, subtitles
 from .catalog import RunStatus
 from .clips import ClipPolicy
 from .db import make_sessionmaker, open_catalog
@@ -79,6 +84,7 @@ class _Job:
     encoded: np.ndarray | None = None  # bool per clip: a clip decoded twice (a retried task) counts once
     attempt: int = 0  # bumped when another decoder takes the file over: clips of earlier attempts are void
     done: bool = False
+    text_tracks: Future[list[subtitles.Track]] | None = None  # its embedded text streams, being read
 
 
 def ingest(
@@ -153,7 +159,13 @@ class _Ingestion:
         )
         self.waiting: deque[_Job] = deque()  # videos not started, largest first
         self.segments: deque[tuple[_Job, Segment]] = deque()  # later clips of long videos, before new videos
-        self.timers = dict.fromkeys(TIMING_KEYS, 0.0) | {"wait_decode": 0.0, "encode": 0.0, "commit": 0.0}
+        self.timers = dict.fromkeys(TIMING_KEYS, 0.0) | {
+            "wait_decode": 0.0,
+            "encode": 0.0,
+            "commit": 0.0,
+            "subtitles": 0.0,  # subtitle files synced, and waits for embedded streams still being read
+        }
+        self.text_reader = ThreadPoolExecutor(1, thread_name_prefix="tvr-subtitles")  # embedded streams
         self.bar: tqdm[Any] | None = None
         self.summary = IngestSummary(run_id=0, discovered=0, ignored=0)
 
@@ -195,6 +207,7 @@ class _Ingestion:
             else:
                 local_runner.run(self)
             self.bar.close()
+            self._sync_subtitle_files(sources)
             if self.options.publish:
                 summary.index = sync_index(
                     self.reads,
@@ -205,11 +218,20 @@ class _Ingestion:
             status = RunStatus.finished
         finally:
             self.bar.close()
+            self.text_reader.shutdown(wait=False, cancel_futures=True)
             summary.seconds = time.perf_counter() - started
             summary.stage_seconds = dict(self.timers)
             counts = RunCounts(summary.indexed, summary.skipped, len(summary.failed), summary.clips)
             finish_run(self.writes, summary.run_id, status, counts)
         return summary
+
+    def _sync_subtitle_files(self, sources: list[Source]) -> None:
+        """Every discovered video's subtitle files into the catalog; a warning per failed track of the run."""
+        started = time.perf_counter()
+        subtitle_store.sync_file_tracks(self.reads, self.writes, sources, self.summary.subtitles)
+        self.timers["subtitles"] += time.perf_counter() - started
+        for _, error in self.summary.subtitles.failed:
+            log.warning("subtitles not indexed: %s", error)  # the error names the file
 
     # --- what every executor calls (local_runner, ray_runner) ----------------------------------------------
 
@@ -248,6 +270,8 @@ class _Ingestion:
             self.summary.moved += self._timed_commit(records.record_unchanged, self.writes, probed, description)
             self._finish(job, "skipped")
             return
+        if job.text_tracks is None:  # read beside the decoding; not again when another decoder takes over
+            job.text_tracks = self.text_reader.submit(subtitles.read_embedded_tracks, probed.path, probed.content_hash)
         count = len(probed.windows)
         job.embeddings = np.zeros((count, self.encoder.embed_dim), np.float32)
         job.thumbnails = [b""] * count
@@ -276,12 +300,26 @@ class _Ingestion:
             thumbnails=job.thumbnails,
             checkpoint_id=self.checkpoint_id,
             collection=job.source.collection,
+            text_tracks=self._embedded_tracks(job),
         )
-        outcome = self._timed_commit(records.record_indexed, self.writes, item)
+        outcome = self._timed_commit(records.record_indexed, self.writes, item, self.summary.subtitles)
         if outcome == "indexed":
             self.summary.clips += len(job.probed.windows)
             self.summary.video_seconds += job.probed.duration
         self._finish(job, "indexed" if outcome == "indexed" else "skipped")
+
+    def _embedded_tracks(self, job: _Job) -> list[subtitles.Track] | None:
+        """The video's embedded subtitle tracks once read (None: not read, the stored ones stay)."""
+        if job.text_tracks is None:
+            return None
+        started = time.perf_counter()
+        try:
+            return job.text_tracks.result()
+        except Exception:  # read_embedded_tracks reports what it can as failed tracks: this is a bug
+            log.exception("%s: reading its subtitle streams failed", job.source.path)
+            return None
+        finally:
+            self.timers["subtitles"] += time.perf_counter() - started  # what the commit waited for
 
     def fail(self, job: _Job, reason: str) -> None:
         """Record the video as failed with ``reason``; the run goes on."""
@@ -311,4 +349,7 @@ class _Ingestion:
     def _finish(self, job: _Job, outcome: Outcome) -> None:
         job.done = True
         job.embeddings, job.thumbnails, job.encoded = None, [], None
+        if job.text_tracks is not None:
+            job.text_tracks.cancel()  # not read yet: no longer needed (a failed or unchanged video)
+            job.text_tracks = None
         count_video(self.summary, self.bar, outcome)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from tqdm import tqdm
 
 from .store import IndexMeta
+from .subtitles import SubtitleTally
 
 Outcome = Literal["indexed", "skipped", "failed"]
 
@@ -26,6 +27,7 @@ class IngestSummary:
     video_seconds: float = 0.0  # duration of the videos indexed
     seconds: float = 0.0
     index: IndexMeta | None = None
+    subtitles: SubtitleTally = field(default_factory=SubtitleTally)  # subtitle and transcript tracks
     # seconds per step: the decoders' (summed over workers: hash, open, demux, decode, convert, thumbnails)
     # and this process's (waiting for decoded clips, encoding, catalog commits)
     stage_seconds: dict[str, float] = field(default_factory=dict)

@@ -2,7 +2,9 @@
 
 Thumbnails are catalog rows (``ClipThumbnail``), not files, so every API replica serves what any ingester
 made; clip rows are deleted by statement and their thumbnails follow by ``ON DELETE CASCADE`` (SQLite
-connections turn foreign keys on, ``db.make_engine``).
+connections turn foreign keys on, ``db.make_engine``). The tracks of a video's embedded subtitle streams go
+with its clips (replaced by ``record_indexed``, dropped by ``record_failed``); its subtitle files' tracks are
+``subtitle_store``'s. Deleting a video deletes all its tracks and segments by cascade.
 
 Concurrent ingesters (several machines on one PostgreSQL catalog, or two runs on one SQLite file) are safe:
 a video's row is locked (``SELECT ... FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE``) before its clips are
@@ -26,6 +28,8 @@ from .catalog import Clip, ClipThumbnail, Video, VideoStatus, utcnow
 from .db import session_scope
 from .decode import Probed
 from .errors import IndexerError
+from .subtitle_store import drop_embedded_tracks, replace_embedded_tracks
+from .subtitles import SubtitleTally, Track
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +57,19 @@ class EncodedVideo:
     thumbnails: list[bytes]
     checkpoint_id: str
     collection: str | None = None  # None: where the row is (a new row: ``default``)
+    text_tracks: list[Track] | None = None  # its embedded text subtitle streams; None: not read, kept as stored
 
 
-def record_indexed(sessions: sessionmaker[Session], item: EncodedVideo) -> Literal["indexed", "unchanged"]:
+def record_indexed(
+    sessions: sessionmaker[Session], item: EncodedVideo, subtitles: SubtitleTally | None = None
+) -> Literal["indexed", "unchanged"]:
     """Commit a video with its clips and their thumbnails, replacing any earlier clips (their thumbnails go
-    with them); ``unchanged`` when another ingester committed this very content with this checkpoint
-    meanwhile."""
+    with them) and, when ``item.text_tracks`` were read, its embedded subtitle tracks (counted in
+    ``subtitles`` once committed); ``unchanged`` when another ingester committed this very content with this
+    checkpoint meanwhile."""
     probed = item.probed
     for attempt in range(CONFLICT_RETRIES):
+        changes = None
         try:
             with session_scope(sessions) as session:
                 video = _locked_video(session, probed.path)
@@ -100,11 +109,15 @@ def record_indexed(sessions: sessionmaker[Session], item: EncodedVideo) -> Liter
                     for clip, jpeg in zip(clips, item.thumbnails, strict=True)
                     if jpeg  # a clip whose frame could not be made into a JPEG has none
                 )
+                if item.text_tracks is not None:
+                    changes = replace_embedded_tracks(session, video.id, item.text_tracks)
         except IntegrityError:
             if attempt == CONFLICT_RETRIES - 1:
                 raise
             log.debug("%s: inserted concurrently by another ingester; retrying as an update", probed.path)
             continue
+        if subtitles is not None and changes is not None:
+            subtitles.merge(changes)
         return "indexed"
     raise AssertionError("unreachable")
 
@@ -118,7 +131,8 @@ def record_failed(
     metadata: dict[str, Any] | None = None,
     collection: str | None = None,
 ) -> None:
-    """Mark a video failed with its reason and drop any clips it had (they describe other content)."""
+    """Mark a video failed with its reason and drop any clips and embedded subtitle tracks it had (they
+    describe other content)."""
     for attempt in range(CONFLICT_RETRIES):
         try:
             with session_scope(sessions) as session:
@@ -129,6 +143,7 @@ def record_failed(
                     session.flush()
                 else:
                     session.execute(delete(Clip).where(Clip.video_id == video.id))
+                    drop_embedded_tracks(session, video.id)
                 if probed is not None:
                     _set_file_facts(video, probed)
                 describe(video, Description(title, metadata or {}, collection))
@@ -215,7 +230,8 @@ def find_videos(session: Session, refs: Sequence[str]) -> tuple[list[Video], lis
 
 
 def delete_videos(sessions: sessionmaker[Session], refs: Sequence[str]) -> list[Video]:
-    """Delete videos (by id or path) with their clips, embeddings and thumbnails; all or nothing.
+    """Delete videos (by id or path) with their clips, embeddings, thumbnails and subtitle tracks; all or
+    nothing.
 
     Raises ``IndexerError`` naming every reference that matches no video (nothing is deleted then).
     The caller republishes the index (``sync.sync_index``).
@@ -229,7 +245,8 @@ def delete_videos(sessions: sessionmaker[Session], refs: Sequence[str]) -> list[
 
 
 def delete_where(session: Session, condition: ColumnElement[bool]) -> None:
-    """Delete the videos matching ``condition`` (on ``Video`` columns) with their clips, embeddings and
-    thumbnails, in the caller's transaction. The caller republishes the index (``sync.sync_index``)."""
+    """Delete the videos matching ``condition`` (on ``Video`` columns) with their clips, embeddings,
+    thumbnails and subtitle tracks, in the caller's transaction. The caller republishes the index
+    (``sync.sync_index``)."""
     session.execute(delete(Clip).where(Clip.video_id.in_(select(Video.id).where(condition))))
-    session.execute(delete(Video).where(condition))  # clips and thumbnails cascade
+    session.execute(delete(Video).where(condition))  # thumbnails, subtitle tracks and segments cascade

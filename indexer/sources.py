@@ -17,7 +17,7 @@ from .collections import check_collection_name
 from .errors import IndexerError, ManifestError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"})
-MANIFEST_FIELDS = ("path", "title", "collection", "metadata")  # a row's other columns or keys are metadata
+MANIFEST_FIELDS = ("path", "title", "collection", "metadata", "subtitles")  # other columns or keys are metadata
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Source:
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     collection: str | None = None  # None: a known video stays where it is, a new one goes to ``default``
+    subtitles: list[Path] = field(default_factory=list)  # subtitle files named for it (besides those beside it)
 
 
 @dataclass
@@ -66,6 +67,7 @@ def discover(
         known.title = source.title or known.title
         known.metadata = {**known.metadata, **source.metadata}
         known.collection = source.collection or known.collection
+        known.subtitles = list(dict.fromkeys([*known.subtitles, *source.subtitles]))
 
     for raw in paths:
         path = Path(raw).expanduser()
@@ -98,9 +100,11 @@ def _walk(folder: Path) -> list[Path]:
 
 
 def read_manifest(manifest: str | Path) -> list[Source]:
-    """Rows of a CSV (header with ``path``, optional ``title``, ``collection``, ``metadata`` as JSON, other
-    columns into metadata) or JSONL manifest (objects with ``path``, optional ``title``, ``collection`` and
-    ``metadata``, other keys into metadata). Relative paths are relative to the manifest's folder."""
+    """Rows of a CSV (header with ``path``, optional ``title``, ``collection``, ``metadata`` as JSON,
+    ``subtitles``, other columns into metadata) or JSONL manifest (objects with ``path``, optional ``title``,
+    ``collection``, ``metadata`` and ``subtitles``, other keys into metadata). ``subtitles`` names subtitle
+    files: in CSV one path, several separated by ``;``, or a JSON list; in JSONL a path or a list of paths.
+    Relative paths are relative to the manifest's folder."""
     manifest = Path(manifest).expanduser()
     if not manifest.is_file():
         raise ManifestError(f"manifest {manifest}: no such file")
@@ -153,10 +157,31 @@ def _source(manifest: Path, where: str, row: dict[str, Any]) -> Source:
     else:
         collection = check_collection_name(collection, where)
     extra = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS and v not in ("", None)}
+    in_csv = manifest.suffix.lower() in (".csv", ".tsv")
+    subtitles = [_manifest_path(manifest, name) for name in _subtitle_names(row.get("subtitles"), where, in_csv)]
+    return Source(_manifest_path(manifest, raw), title, {**extra, **metadata}, collection, subtitles)
+
+
+def _manifest_path(manifest: Path, raw: str) -> Path:
     path = Path(raw.strip()).expanduser()
-    if not path.is_absolute():
-        path = manifest.parent / path
-    return Source(canonical(path), title, {**extra, **metadata}, collection)
+    return canonical(path if path.is_absolute() else manifest.parent / path)
+
+
+def _subtitle_names(value: Any, where: str, in_csv: bool) -> list[str]:
+    """A manifest row's ``subtitles``: nothing, a path (in a CSV cell, ``;``-separated paths or a JSON list),
+    or a list of paths."""
+    if value in (None, ""):
+        return []
+    if in_csv and isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ManifestError(f"{where}: 'subtitles' is not a valid JSON list ({exc.msg})") from exc
+    elif isinstance(value, str):
+        value = value.split(";") if in_csv else [value]  # a JSONL string is one path, whatever it holds
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: 'subtitles' must be a path or a list of paths, got {json.dumps(value)[:80]}")
+    return [v.strip() for v in value if v.strip()]
 
 
 # --- shards --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from indexer.catalog import Base
+from indexer.catalog import Base, include_in_autogenerate
 from indexer.db import make_engine
 from indexer.settings import Settings
 
@@ -24,6 +24,7 @@ def _configure(**kwargs: Any) -> None:
     url = kwargs.get("url") or str(kwargs["connection"].engine.url)
     context.configure(
         target_metadata=target_metadata,
+        include_name=include_in_autogenerate,  # migration 0006's full-text objects are SQL, not models
         render_as_batch=url.startswith("sqlite"),  # SQLite alters tables by copying them
         compare_type=True,
         **kwargs,
