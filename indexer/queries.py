@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
-from .catalog import Clip, ClipThumbnail, Video, VideoStatus
+from .catalog import Clip, ClipThumbnail, TextTrack, Video, VideoStatus
 from .errors import IndexerError
 
 IN_CHUNK = 900  # ids per IN (...) list: below SQLite's oldest limit of 999 bound parameters
@@ -108,6 +108,11 @@ def clip_counts(session: Session, video_ids: Sequence[int]) -> dict[int, int]:
         select(Clip.video_id, func.count()).where(Clip.video_id.in_(list(video_ids))).group_by(Clip.video_id)
     )
     return {int(video_id): int(count) for video_id, count in rows}
+
+
+def text_tracks_of(session: Session, video_id: int) -> list[TextTrack]:
+    """A video's subtitle and transcript tracks, in the order of their sources."""
+    return list(session.scalars(select(TextTrack).where(TextTrack.video_id == video_id).order_by(TextTrack.source)))
 
 
 def clips_of(session: Session, video_id: int) -> list[Clip]:

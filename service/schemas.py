@@ -52,6 +52,19 @@ MOMENT_DESCRIPTION = (
     "(looked for within 60 s of the clip)."
 )
 MIN_CONFIDENCE_DESCRIPTION = "Drop results whose confidence is below this (0..1, searches in words only)."
+MODE_DESCRIPTION = (
+    "What to match the words with: `visual` (the frames, by the encoder), `speech` (subtitle and transcript "
+    "text, full-text search) or `hybrid` (both, by reciprocal rank fusion). Default: hybrid when any video of "
+    "the searched collections has subtitle text, else visual. Searches by example are visual."
+)
+MATCHED_DESCRIPTION = "The rankings that found this result: `visual` (the frames) and/or `speech` (its words)."
+SNIPPET_DESCRIPTION = "The subtitle text of the clip that matched the words (speech matches only)."
+HIGHLIGHTS_DESCRIPTION = "The matched words in `snippet`, as [start, end) character offsets (no markup)."
+FUSED_SCORE_DESCRIPTION = (
+    "In hybrid and speech modes, the value results are ordered by: the sum of 1/(60 + rank) over the visual and "
+    "speech rankings holding the clip; `score` and `confidence` stay the frames' (visual) ones."
+)
+SearchMode = Literal["visual", "speech", "hybrid"]
 EXCLUDE_VIDEO_DESCRIPTION = "With `like`: leave out the clips of the liked clip's own video."
 
 
@@ -80,7 +93,7 @@ class Moment(BaseModel):
 
 class SearchHit(BaseModel):
     rank: int = Field(description="1-based position in the whole ranked list (offset included).")
-    score: float = Field(description="Cosine similarity of the query and the clip, -1..1.")
+    score: float = Field(description="Cosine similarity of the query and the clip (its frames), -1..1, in every mode.")
     confidence: float | None = Field(None, description=CONFIDENCE_DESCRIPTION)
     clip_id: int
     video_id: int
@@ -90,12 +103,17 @@ class SearchHit(BaseModel):
     thumbnail_url: str
     media_url: str = Field(description="The video file, with a #t=start,end media fragment.")
     moment: Moment | None = Field(None, description=MOMENT_DESCRIPTION)
+    matched: list[Literal["visual", "speech"]] = Field(["visual"], description=MATCHED_DESCRIPTION)
+    fused_score: float | None = Field(None, description=FUSED_SCORE_DESCRIPTION)
+    snippet: str | None = Field(None, description=SNIPPET_DESCRIPTION)
+    highlights: list[tuple[int, int]] = Field([], description=HIGHLIGHTS_DESCRIPTION)
 
 
 class SearchResponse(BaseModel):
     query: str | None = Field(description="The words searched for; null when searching by example only.")
     like: int | None = Field(None, description="The clip searched like (``like=``), if any.")
     example: Literal["image", "video"] | None = Field(None, description="The kind of example uploaded, if any.")
+    mode: SearchMode = Field("visual", description="How the results were ranked (see the `mode` parameter).")
     took_ms: float
     total: int = Field(description="Results for this query within the service's result window, before paging.")
     results: list[SearchHit]
@@ -112,6 +130,7 @@ class SearchKnobs(BaseModel):
     min_score: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
     min_confidence: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(None, description=MIN_CONFIDENCE_DESCRIPTION)
     moments: bool = Field(False, description=MOMENTS_DESCRIPTION)
+    mode: SearchMode | None = Field(None, description=MODE_DESCRIPTION)
     nprobe: Annotated[int, Field(ge=1, le=MAX_NPROBE)] | None = None
     ef_search: Annotated[int, Field(ge=1, le=MAX_EF_SEARCH)] | None = None
 
@@ -261,8 +280,21 @@ class VideoPage(BaseModel):
     videos: list[VideoOut]
 
 
+class TextTrackOut(BaseModel):
+    """A subtitle or transcript of a video, as ingestion found it."""
+
+    source: str = Field(description="The subtitle file (a path as video paths are shown), or `stream:N` if embedded.")
+    language: str | None = Field(description="From the file name (`talk.en.vtt`) or the stream's tag.")
+    status: Literal["ok", "failed"] = Field(description="`failed`: the file could not be read; `error` says why.")
+    error: str | None
+    segments: int = Field(description="Timed text segments in the full-text index.")
+
+
 class VideoDetail(VideoOut):
     clips: list[ClipOut]
+    subtitles: list[TextTrackOut] = Field(
+        [], description="Its subtitle and transcript tracks (searched by mode=speech)."
+    )
 
 
 class CurvePoint(BaseModel):

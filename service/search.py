@@ -82,6 +82,7 @@ class SearchResult:
     total: int  # results within the window, before paging
     hits: list[Hit]
     vector: np.ndarray | None = None  # the query vector searched with (float32, unit length)
+    candidates: tuple[np.ndarray, np.ndarray] | None = None  # (scores, clip ids) of the whole ranked window
 
 
 def nearest(
@@ -218,7 +219,7 @@ def search(
     if media_roots:
         rows = {clip_id: row for clip_id, row in rows.items() if inside_roots(row.path, media_roots)}
     results = [
-        replace(page_of(rows, scores, ids, query.options), vector=query.vector)
+        replace(page_of(rows, scores, ids, query.options), vector=query.vector, candidates=(scores, ids))
         for query, (scores, ids) in zip(queries, candidates, strict=True)
     ]
     if metrics is not None:

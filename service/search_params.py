@@ -67,13 +67,20 @@ def filter_of(given: str | BaseModel | None, where: Sequence[str]) -> Node | Non
         invalid(where, str(exc), given if isinstance(given, str) else None)
 
 
-def collections_of(given: str | Sequence[str] | None, index: ServedIndex, where: Sequence[str]) -> Node | None:
-    """``collection IN (...)`` for a list of names (or comma-separated ones); 422 for a malformed name or one
-    the served index does not hold."""
+def collection_names(given: str | Sequence[str] | None) -> list[str] | None:
+    """The names of a ``collection`` field (a list, or comma-separated), unchecked; None when absent."""
     if given is None:
         return None
     names = [part.strip() for part in given.split(",")] if isinstance(given, str) else list(given)
-    names = [name for name in names if name]
+    return [name for name in names if name]
+
+
+def collections_of(given: str | Sequence[str] | None, index: ServedIndex, where: Sequence[str]) -> Node | None:
+    """``collection IN (...)`` for a list of names (or comma-separated ones); 422 for a malformed name or one
+    the served index does not hold."""
+    names = collection_names(given)
+    if names is None:
+        return None
     if not names:
         invalid(where, "collection: expected one or more collection names, comma-separated", given)
     try:

@@ -71,8 +71,32 @@ class ServiceCorpus:
         return ServiceCorpus(dest, self.checkpoint, self.titles, self.media_root)
 
 
-def build_corpus(root: Path, checkpoint: str, encoder: Any, videos: int = VIDEOS) -> ServiceCorpus:
+# what is said in which video (by its number in the synthetic set), and when (seconds)
+SAID = {
+    3: [(0.2, 0.9, "The volcano erupted at dawn.")],
+    7: [(2.2, 2.9, "Volcanoes and their lava fields."), (0.1, 0.8, "A quiet morning at the harbour.")],
+    9: [(1.1, 1.8, "Nothing but the harbour lights.")],
+}
+
+BROKEN = 5  # a video whose subtitle file is not one
+
+
+def srt(cues: list[tuple[float, float, str]]) -> str:
+    def clock(seconds: float) -> str:
+        millis = round(seconds * 1000)
+        return f"00:00:{millis // 1000:02d},{millis % 1000:03d}"
+
+    return "".join(f"{n}\n{clock(a)} --> {clock(b)}\n{text}\n\n" for n, (a, b, text) in enumerate(cues, 1))
+
+
+def build_corpus(
+    root: Path, checkpoint: str, encoder: Any, videos: int = VIDEOS, *, speech: bool = False, database_url: str = ""
+) -> ServiceCorpus:
+    """``videos`` synthetic videos cut into 1-s clips, ingested into SQLite (or ``database_url``'s catalog,
+    migrated here); with ``speech``, SRT files beside three of them (``SAID``) and a broken one beside
+    ``BROKEN``."""
     from indexer.clips import ClipPolicy
+    from indexer.db import make_engine, upgrade
     from indexer.pipeline import IngestOptions, ingest
     from indexer.settings import Settings
     from indexer.sources import discover
@@ -80,9 +104,17 @@ def build_corpus(root: Path, checkpoint: str, encoder: Any, videos: int = VIDEOS
 
     captions = write_synthetic_set(root / "synth", videos=videos, seed=0, size=64, progress=False)
     rows = [json.loads(line) for line in captions.read_text().splitlines()]
+    if speech:
+        for number, cues in SAID.items():
+            (root / "synth" / rows[number]["video"]).with_suffix(".srt").write_text(srt(cues))
+        (root / "synth" / rows[BROKEN]["video"]).with_suffix(".en.srt").write_text("this is no subtitle file\n")
     manifest = root / "synth" / "manifest.jsonl"
     manifest.write_text("".join(json.dumps({"path": r["video"], "title": r["caption"]}) + "\n" for r in rows))
-    settings = Settings(data_dir=root / "data", checkpoint=checkpoint, database_url="")
+    if database_url:  # a server catalog is migrated by `tvr db upgrade`, not by ingestion
+        engine = make_engine(database_url)
+        upgrade(engine)
+        engine.dispose()
+    settings = Settings(data_dir=root / "data", checkpoint=checkpoint, database_url=database_url)
     summary = ingest(
         settings,
         discover([], manifest),
@@ -92,6 +124,11 @@ def build_corpus(root: Path, checkpoint: str, encoder: Any, videos: int = VIDEOS
     assert summary.indexed == videos and not summary.failed, summary
     titles = {str((root / "synth" / r["video"]).resolve()): r["caption"] for r in rows}
     return ServiceCorpus(settings.data_dir, checkpoint, titles, (root / "synth").resolve())
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: str, tiny_encoder) -> ServiceCorpus:  # noqa: F811
+    return build_corpus(tmp_path_factory.mktemp("speech"), tiny_checkpoint, tiny_encoder, speech=True)
 
 
 @pytest.fixture(scope="session")

@@ -526,3 +526,35 @@ def test_the_timeline_under_the_player_draws_the_videos_curve_and_a_moment_click
     browser.execute_script(f"const v = document.getElementById('video'); v.pause(); v.currentTime = {away}")
     browser.execute_script("arguments[0].click()", moments[0])
     WebDriverWait(browser, 20, poll_frequency=0.02).until(lambda d: abs(d.execute_script(at) - best["start"]) < 0.5)
+
+
+def test_a_speech_match_shows_its_subtitle_with_the_words_marked_and_the_mode_goes_in_the_url(
+    browser, speech_corpus, start_server
+) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    server = start_server(speech_corpus.settings())
+    query = "volcano eruptions"
+    expected = httpx.get(f"{server.url}/search", params={"q": query, "mode": "speech"}).json()["results"]
+    browser.get(server.url + "/")
+    Select(browser.find_element(By.ID, "mode")).select_by_value("speech")
+    browser.find_element(By.ID, "q").send_keys(query, Keys.ENTER)
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: "mode=speech" in d.current_url)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) == len(expected))
+    cards = browser.find_elements(By.CSS_SELECTOR, "#results .result")
+    assert [int(c.get_attribute("data-clip")) for c in cards] == [hit["clip_id"] for hit in expected]
+    for card, hit in zip(cards, expected, strict=True):
+        snippet = card.find_element(By.CSS_SELECTOR, ".snippet")
+        assert snippet.text == hit["snippet"]
+        marked = [m.text for m in snippet.find_elements(By.TAG_NAME, "mark")]
+        assert marked == [hit["snippet"][a:b] for a, b in hit["highlights"]] and marked
+        assert card.find_element(By.CSS_SELECTOR, ".said").text == "said"
+    # the default (hybrid, as this library has subtitles) shows every clip, those said with their snippet
+    Select(browser.find_element(By.ID, "mode")).select_by_value("")
+    wait.until(lambda d: "mode=" not in d.current_url)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .result")) > len(expected))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#results .result .snippet")) == len(expected)

@@ -13,7 +13,7 @@ pytest_plugins = ["service_fixtures"]  # its session fixtures are shared by ever
 
 QUERY = "a red circle moves to the right"
 HIT_KEYS = {"rank", "score", "confidence", "clip_id", "video_id", "video", "start", "end", "thumbnail_url", "media_url"}
-HIT_KEYS |= {"moment"}
+HIT_KEYS |= {"moment", "matched", "fused_score", "snippet", "highlights"}
 
 
 def search(client: httpx.Client, **params: object) -> dict:
@@ -40,8 +40,8 @@ def test_default_query_precision_is_int8_on_the_cpu_and_close_to_exact(service_c
 
 def test_result_shape_and_order_match_exhaustive_search(client, exact, service_corpus) -> None:
     body = search(client, q=QUERY, k=10)
-    assert set(body) == {"query", "like", "example", "took_ms", "total", "results"}
-    assert body["query"] == QUERY and body["took_ms"] > 0
+    assert set(body) == {"query", "like", "example", "mode", "took_ms", "total", "results"}
+    assert body["query"] == QUERY and body["took_ms"] > 0 and body["mode"] == "visual"  # no subtitles here
     assert body["total"] == len(exact.clip_ids)  # every clip is within the result window
     expected = exact.ranking(QUERY)[:10]
     assert [h["clip_id"] for h in body["results"]] == [c for c, _ in expected]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -44,6 +45,7 @@ from ..schemas import (
     MAX_OFFSET,
     MAX_QUERY_CHARS,
     MIN_CONFIDENCE_DESCRIPTION,
+    MODE_DESCRIPTION,
     MOMENTS_DESCRIPTION,
     NOT_BLANK,
     GroupBy,
@@ -54,6 +56,7 @@ from ..schemas import (
     SearchForm,
     SearchHit,
     SearchKnobs,
+    SearchMode,
     SearchRequest,
     SearchResponse,
     VideoRef,
@@ -62,8 +65,11 @@ from ..search import ServedIndex
 
 if TYPE_CHECKING:
     from model.calibration import ScoreCalibration
+from indexer.text_queries import has_text
+
 from ..moments import Span, hit_moments
-from ..search_params import invalid, like_vector, score_floor, search_filter
+from ..search_params import collection_names, invalid, like_vector, score_floor, search_filter
+from ..speech import Evidence, Mode, fused_result
 from ..urls import media_url, thumbnail_url
 
 router = APIRouter(tags=["search"], responses=ERROR_RESPONSES)
@@ -88,18 +94,33 @@ def to_response(
     example: str | None = None,
     calibration: ScoreCalibration | None = None,
     moments: dict[int, Span] | None = None,
+    mode: Mode = "visual",
+    evidence: dict[int, Evidence] | None = None,
 ) -> SearchResponse:
     """The answer to one query; ``calibration`` (a search in words alone) gives each result its confidence,
-    ``moments`` (``found_moments``) its moment."""
+    ``moments`` (``found_moments``) its moment, ``evidence`` (a speech or hybrid search) what matched."""
 
     def moment(clip_id: int) -> Moment | None:
         span = (moments or {}).get(clip_id)
         return None if span is None else moment_out(span, calibration)
 
+    def why(clip_id: int) -> dict[str, Any]:
+        found = (evidence or {}).get(clip_id)
+        if found is None:
+            return {}
+        snippet = found.snippet
+        return {
+            "matched": list(found.matched),
+            "fused_score": round(found.fused_score, 6),
+            "snippet": None if snippet is None else snippet.text,
+            "highlights": [] if snippet is None else list(snippet.highlights),
+        }
+
     return SearchResponse(
         query=query,
         like=like,
         example=example,  # type: ignore[arg-type]
+        mode=mode,
         took_ms=round(took_ms, 3),
         total=result.total,
         results=[
@@ -120,6 +141,7 @@ def to_response(
                 thumbnail_url=thumbnail_url(hit.clip.clip_id),
                 media_url=media_url(hit.clip.video_id, hit.clip.start, hit.clip.end),
                 moment=moment(hit.clip.clip_id),
+                **why(hit.clip.clip_id),
             )
             for hit in result.hits
         ],
@@ -155,6 +177,46 @@ async def found_moments(
     def read() -> dict[int, Span]:
         with resources.read_session() as session:
             return hit_moments(session, [hit.clip for hit in result.hits], vector)
+
+    return await asyncio.to_thread(read)
+
+
+async def search_mode(
+    resources: Resources, knobs: SearchKnobs, collection: str | Sequence[str] | None, words: bool, where: str
+) -> Mode:
+    """The mode a search runs in: the one asked for, else hybrid when any video of the searched collections
+    has subtitle text (``service.speech``); searches without words are visual."""
+    if not words:
+        if knobs.mode not in (None, "visual"):
+            invalid((where, "mode"), f"mode={knobs.mode}: only for searches in words (q)", knobs.mode)
+        return "visual"
+    if knobs.mode is not None:
+        return knobs.mode
+    names = collection_names(collection)
+
+    def read() -> bool:
+        with resources.read_session() as session:
+            return has_text(session, names)
+
+    return "hybrid" if await asyncio.to_thread(read) else "visual"
+
+
+async def with_speech(
+    resources: Resources,
+    index: ServedIndex,
+    result: engine.SearchResult,
+    query: str,
+    mode: Mode,
+    options: engine.SearchOptions,
+) -> tuple[engine.SearchResult, dict[int, Evidence] | None]:
+    """A visual ``result`` as it is, or the page of a speech or hybrid search built from it."""
+    if mode == "visual":
+        return result, None
+
+    def read() -> tuple[engine.SearchResult, dict[int, Evidence]]:
+        only = index.restrict(options.filter)
+        with resources.read_session() as session:
+            return fused_result(session, result, query, mode, options, only, resources.settings.media_roots)
 
     return await asyncio.to_thread(read)
 
@@ -243,6 +305,7 @@ async def search_get(
     min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="Drop results scoring below.")] = None,
     min_confidence: Annotated[float | None, Query(gt=0.0, lt=1.0, description=MIN_CONFIDENCE_DESCRIPTION)] = None,
     moments: Annotated[bool, Query(description=MOMENTS_DESCRIPTION)] = False,
+    mode: Annotated[SearchMode | None, Query(description=MODE_DESCRIPTION)] = None,
     nprobe: Annotated[int | None, Query(ge=1, le=MAX_NPROBE, description="IVF lists to visit.")] = None,
     ef_search: Annotated[int | None, Query(ge=1, le=MAX_EF_SEARCH, description="HNSW search depth.")] = None,
 ) -> SearchResponse:
@@ -260,16 +323,30 @@ async def search_get(
         min_score=min_score,
         min_confidence=min_confidence,
         moments=moments,
+        mode=mode,
         nprobe=nprobe,
         ef_search=ef_search,
     )
+    used = await search_mode(resources, knobs, collection, q is not None, "query")
     calibration = calibration_of(resources) if example is None else None
     options = options_of(knobs, node, score_floor(knobs, calibration, example is None, "query"))
     query: str | QueryInput = example if example is not None else str(q)
     results, took_ms = await run_search(resources, index, [query], options)
+    result, evidence = await with_speech(resources, index, results[0], str(q), used, options)
     roots = resources.settings.media_roots
-    found = await found_moments(resources, knobs, results[0])
-    return to_response(q, took_ms, results[0], roots, viewer, like=like, calibration=calibration, moments=found)
+    found = await found_moments(resources, knobs, result)
+    return to_response(
+        q,
+        took_ms,
+        result,
+        roots,
+        viewer,
+        like=like,
+        calibration=calibration,
+        moments=found,
+        mode=used,
+        evidence=evidence,
+    )
 
 
 @router.post(
@@ -309,6 +386,7 @@ async def search_post(
     node = search_filter(
         index, filter_given=body.filter, collection=body.collection, exclude_video=excluded, where="body"
     )
+    used = await search_mode(resources, body, body.collection, body.q is not None, "body")
     calibration = calibration_of(resources) if example is None else None
     options = options_of(body, node, score_floor(body, calibration, example is None, "body"))
     roots = resources.settings.media_roots
@@ -318,18 +396,22 @@ async def search_post(
         return to_response(None, took_ms, results[0], roots, viewer, like=body.like, moments=found)
     queries: list[str | QueryInput] = [body.q] if isinstance(body.q, str) else list(body.q or [])
     results, took_ms = await run_search(resources, index, queries, options)
-    answers = [
-        to_response(
-            str(query),
-            took_ms,
-            result,
-            roots,
-            viewer,
-            calibration=calibration,
-            moments=await found_moments(resources, body, result),
+    answers = []
+    for query, visual in zip(queries, results, strict=True):
+        result, evidence = await with_speech(resources, index, visual, str(query), used, options)
+        answers.append(
+            to_response(
+                str(query),
+                took_ms,
+                result,
+                roots,
+                viewer,
+                calibration=calibration,
+                moments=await found_moments(resources, body, result),
+                mode=used,
+                evidence=evidence,
+            )
         )
-        for query, result in zip(queries, results, strict=True)
-    ]
     if isinstance(body.q, str):
         return answers[0]
     return MultiSearchResponse(took_ms=round(took_ms, 3), searches=answers)
@@ -379,11 +461,15 @@ async def _search_by_upload(
                 invalid(("body", kind), exc.detail)
             raise HTTPException(exc.status_code, exc.detail) from None
     options = options_of(params, node, score_floor(params, None, False, "body"))
+    used = await search_mode(resources, params, params.collection, params.q is not None, "body")
     query = QueryInput(text=params.q, example=vector, example_weight=params.image_weight if params.q else 1.0)
     results, took_ms = await run_search(resources, index, [query], options)
-    found = await found_moments(resources, params, results[0])
+    result, evidence = await with_speech(resources, index, results[0], str(params.q), used, options)
+    found = await found_moments(resources, params, result)
     roots = resources.settings.media_roots
-    return to_response(params.q, took_ms, results[0], roots, viewer, example=kind, moments=found)
+    return to_response(
+        params.q, took_ms, result, roots, viewer, example=kind, moments=found, mode=used, evidence=evidence
+    )
 
 
 def install_schemas(app: FastAPI) -> None:

@@ -7,20 +7,20 @@ and error texts) only a request with the admin key. Files are served for indexed
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session
 
 from indexer import queries
-from indexer.catalog import Video, VideoStatus
+from indexer.catalog import TextTrack, Video, VideoStatus
 
 from ..access import Viewer, inside_roots, servable_file, shown_path
 from ..deps import SessionDep, SettingsDep, ViewerDep
 from ..errors import ERROR_RESPONSES
 from ..media import file_response
-from ..schemas import MAX_ID, ClipOut, Problem, VideoDetail, VideoOut, VideoPage
+from ..schemas import MAX_ID, ClipOut, Problem, TextTrackOut, VideoDetail, VideoOut, VideoPage
 from ..settings import ServiceSettings
 from ..thumbnails import jpeg_response, thumbnail_jpeg
 from ..urls import media_url, thumbnail_url
@@ -105,10 +105,11 @@ def list_videos(
 
 @router.get("/videos/{video_id}", response_model=VideoDetail, responses=NOT_FOUND)
 def get_video(session: SessionDep, settings: SettingsDep, viewer: ViewerDep, video_id: VideoId) -> VideoDetail:
-    """One video with its clips."""
+    """One video with its clips and its subtitle tracks."""
     video = visible_video(session, video_id, settings, viewer)
     clips = queries.clips_of(session, video.id)
     stored = queries.clips_with_thumbnails(session, video.id)
+    tracks = queries.text_tracks_of(session, video.id)
     return VideoDetail(
         **video_out(video, len(clips), settings, viewer),
         clips=[
@@ -122,7 +123,18 @@ def get_video(session: SessionDep, settings: SettingsDep, viewer: ViewerDep, vid
             )
             for c in clips
         ],
+        subtitles=[track_out(track, settings, viewer) for track in tracks],
     )
+
+
+def track_out(track: TextTrack, settings: ServiceSettings, viewer: Viewer) -> TextTrackOut:
+    """A track as ``viewer`` may see it: a file's path shown as video paths are, in its error too."""
+    source = track.source
+    if not source.startswith("stream:"):
+        source = shown_path(track.source, settings.media_roots, viewer)
+    error = track.error.replace(track.source, source) if track.error else None
+    status = cast(Literal["ok", "failed"], track.status)
+    return TextTrackOut(source=source, language=track.language, status=status, error=error, segments=track.segments)
 
 
 @router.get(

@@ -1,6 +1,6 @@
 // The search page: words, a filter, collections, an image (dropped, pasted or picked) or a clip ("more like
 // this") -> /search -> a grid of thumbnails; a click plays the clip from its start. The page URL holds the
-// search (q, filter, collection, like, group_by): links can be shared and back / forward rerun searches. An
+// search (q, filter, collection, like, group_by, mode): links can be shared and back / forward rerun searches. An
 // image is never put in the URL; it is kept in this page's memory for back / forward only. A demo server's page
 // also lists example searches; a click runs one as if it had been typed.
 "use strict";
@@ -11,6 +11,8 @@ const input = document.getElementById("q");
 const filterInput = document.getElementById("filter");
 const filterError = document.getElementById("filter-error");
 const group = document.getElementById("group");
+const modeSelect = document.getElementById("mode");
+const MODES = ["visual", "speech", "hybrid"];
 const collectionsBox = document.getElementById("collections");
 const collectionList = document.getElementById("collection-list");
 const pickImage = document.getElementById("pick-image");
@@ -35,7 +37,7 @@ const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("key");
 
 // The search shown (or being fetched); image is a key of `images`, never a URL parameter.
-let current = { q: "", filter: "", collections: [], like: null, likeTitle: "", group: false, image: null };
+let current = { q: "", filter: "", collections: [], like: null, likeTitle: "", group: false, mode: "", image: null };
 let shown = { offset: 0, total: 0 };
 let generation = 0; // answers to older searches are dropped
 let image = null; // { key, file, url } of the image in the form
@@ -61,6 +63,7 @@ function stateFromUrl() {
     like: Number.isFinite(like) && like > 0 ? like : null,
     likeTitle: "",
     group: p.get("group_by") === "video",
+    mode: MODES.includes(p.get("mode")) ? p.get("mode") : "",
     image: null,
   };
 }
@@ -72,6 +75,7 @@ function urlOf(state) {
   if (state.filter) p.set("filter", state.filter);
   if (state.collections.length) p.set("collection", state.collections.join(","));
   if (state.group) p.set("group_by", "video");
+  if (state.mode) p.set("mode", state.mode);
   const query = p.toString();
   return location.pathname + (query ? `?${query}` : "");
 }
@@ -89,6 +93,7 @@ function stateFromForm() {
     like: null,
     likeTitle: "",
     group: group.checked,
+    mode: modeSelect.value,
     image: image ? image.key : null,
   };
 }
@@ -107,6 +112,7 @@ function fillForm(state) {
   input.value = state.q;
   filterInput.value = state.filter;
   group.checked = state.group;
+  modeSelect.value = state.mode || "";
   tickCollections(state.collections);
   setImage(state.image && images.has(state.image) ? { key: state.image, file: images.get(state.image) } : null);
   showFilterError("");
@@ -244,6 +250,9 @@ function card(hit) {
       }),
     );
   }
+  if ((hit.matched || []).includes("speech")) {
+    facts.append(el("span", { className: "said", textContent: "said", title: "Its subtitles hold the words" }));
+  }
   const meta = el("span", { className: "meta" }, el("span", { className: "title", textContent: title, title }), facts);
   const img = el("img", { src: hit.thumbnail_url, alt: title, loading: "lazy" });
   const button = el("button", { type: "button", className: "play" }, img, meta);
@@ -261,8 +270,23 @@ function card(hit) {
     newSearch(state);
     window.scrollTo({ top: 0 });
   });
-  item.append(button, like);
+  item.append(button);
+  if (hit.snippet) item.append(snippet(hit.snippet, hit.highlights || []));
+  item.append(like);
   return item;
+}
+
+// The subtitle text that matched, its matched words marked (offsets from the API; text nodes only, no HTML).
+function snippet(text, highlights) {
+  const node = el("p", { className: "snippet" });
+  let at = 0;
+  for (const [start, end] of highlights) {
+    if (start < at || end > text.length) continue;
+    node.append(text.slice(at, start), el("mark", { textContent: text.slice(start, end) }));
+    at = end;
+  }
+  node.append(text.slice(at));
+  return node;
 }
 
 function play(item, hit, title) {
@@ -355,6 +379,7 @@ function request(state, offset) {
   if (state.group) common.group_by = "video";
   if (state.filter) common.filter = state.filter;
   if (state.collections.length) common.collection = state.collections.join(",");
+  if (state.mode && state.q && !state.like) common.mode = state.mode; // speech needs words
   if (state.image && images.has(state.image)) {
     const data = new FormData();
     data.append("image", images.get(state.image));
@@ -456,6 +481,9 @@ form.addEventListener("submit", (event) => {
 more.addEventListener("click", () => run(current, shown.offset));
 group.addEventListener("change", () => {
   if (searchable(current)) newSearch({ ...formOrLike(), group: group.checked });
+});
+modeSelect.addEventListener("change", () => {
+  if (searchable(current)) newSearch({ ...formOrLike(), mode: modeSelect.value });
 });
 filterInput.addEventListener("input", () => showFilterError(""));
 likeClear.addEventListener("click", () => newSearch({ ...stateFromForm(), like: null }));
