@@ -116,10 +116,15 @@ def clips_over_segments(session: Session, segment_ids: Sequence[int]) -> list[Se
     return found
 
 
-_ANY_TEXT = text("SELECT 1 FROM text_segments s JOIN videos v ON v.id = s.video_id WHERE v.status = 'indexed' LIMIT 1")
+# Tracks, not segments: one row per subtitle file or stream, so a collection without text is ruled out by
+# reading the (few) tracks rather than every segment of the library.
+_ANY_TEXT = text(
+    "SELECT 1 FROM text_tracks t JOIN videos v ON v.id = t.video_id "
+    "WHERE t.segments > 0 AND v.status = 'indexed' LIMIT 1"
+)
 _ANY_TEXT_IN = text(
-    "SELECT 1 FROM text_segments s JOIN videos v ON v.id = s.video_id "
-    "WHERE v.status = 'indexed' AND v.collection IN :names LIMIT 1"
+    "SELECT 1 FROM text_tracks t JOIN videos v ON v.id = t.video_id "
+    "WHERE t.segments > 0 AND v.status = 'indexed' AND v.collection IN :names LIMIT 1"
 ).bindparams(bindparam("names", expanding=True))
 
 

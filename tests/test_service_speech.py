@@ -142,3 +142,19 @@ def test_a_video_lists_its_subtitle_tracks_and_a_broken_one_says_why(speech_clie
     assert broken["status"] == "failed" and broken["segments"] == 0
     assert "videos/synth_00005.en.srt" in broken["error"] and str(Path("/")) + "tmp" not in broken["error"]
     assert speech_client.get(f"/videos/{videos['synth_00001']['id']}").json()["subtitles"] == []
+
+
+def test_only_collections_whose_videos_have_text_default_to_hybrid(speech_corpus: ServiceCorpus) -> None:
+    from sqlalchemy import text
+
+    from indexer.db import make_engine, make_sessionmaker
+    from indexer.text_queries import has_text
+
+    engine = make_engine(speech_corpus.settings().catalog_url)
+    with make_sessionmaker(engine)() as session:
+        assert has_text(session) and has_text(session, ["default"]) and not has_text(session, ["sport"])
+        # a collection holding only the video whose subtitle file is broken has no text
+        session.execute(text("UPDATE videos SET collection = 'sport' WHERE path LIKE '%synth_00005.mp4'"))
+        assert not has_text(session, ["sport"]) and has_text(session, ["default", "sport"])
+        session.rollback()
+    engine.dispose()
