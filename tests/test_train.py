@@ -49,8 +49,13 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(synth_set, tmp_path):
 
 @pytest.mark.parametrize(
     "twins",
-    [[], ["--motion-twins", "--twin-separation", "1.0"], ["--motion-twins", "--partial-captions", "0.5"]],
-    ids=["plain", "motion-twins", "partial-captions"],
+    [
+        [],
+        ["--motion-twins", "--twin-separation", "1.0"],
+        ["--motion-twins", "--partial-captions", "0.5"],
+        ["--motion-twins", "--partial-queries", "0.5"],
+    ],
+    ids=["plain", "motion-twins", "partial-captions", "partial-queries"],
 )
 def test_resume_continues_with_the_same_losses(synth_set, tmp_path, twins):
     straight = train_main(_args(synth_set, tmp_path / "a", "--max-steps", "4", *twins))

@@ -48,11 +48,30 @@ def symmetric_infonce(
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
     keys = gather_with_local_grad(labels.to(logits.device)).reshape(logits.shape[0], -1)
     wanted = keys if wants is None else gather_with_local_grad(wants.to(logits.device)).reshape(keys.shape)
-    match = ((wanted[:, None, :] == keys[None, :, :]) | (wanted[:, None, :] == -1)).all(-1)
-    matched = logits.masked_fill(~match, float("-inf"))
+    matched = logits.masked_fill(~_matches(wanted, keys), float("-inf"))
     t2v = (logits.logsumexp(1) - matched.logsumexp(1)).mean()
     v2t = (logits.logsumexp(0) - matched.logsumexp(0)).mean()
     return 0.5 * (t2v + v2t)
+
+
+def query_loss(
+    video: torch.Tensor, queries: torch.Tensor, logit_scale: torch.Tensor, keys: torch.Tensor, wants: torch.Tensor
+) -> torch.Tensor:
+    """Text-to-video cross-entropy of extra ``queries`` (M, E) against the batch's clips (N, E): query i's
+    probability is that of every clip j whose key ``keys[j]`` has the attributes ``wants[i]`` names (-1:
+    any). Gathered across ranks like ``symmetric_infonce``; there is no video-to-text direction."""
+    video = gather_with_local_grad(F.normalize(video.float(), dim=-1))
+    queries = gather_with_local_grad(F.normalize(queries.float(), dim=-1))
+    logits = logit_scale * queries @ video.T  # (M, N)
+    keys = gather_with_local_grad(keys.to(logits.device)).reshape(logits.shape[1], -1)
+    wanted = gather_with_local_grad(wants.to(logits.device)).reshape(logits.shape[0], -1)
+    matched = logits.masked_fill(~_matches(wanted, keys), float("-inf"))
+    return (logits.logsumexp(1) - matched.logsumexp(1)).mean()
+
+
+def _matches(wanted: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Boolean (M, N): caption key ``wanted[i]`` is ``-1`` or equal to ``keys[j]`` in every column."""
+    return ((wanted[:, None, :] == keys[None, :, :]) | (wanted[:, None, :] == -1)).all(-1)
 
 
 def twin_separation(video: torch.Tensor, text: torch.Tensor, pairs: torch.Tensor, margin: float = 1.0) -> torch.Tensor:

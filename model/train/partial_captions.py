@@ -5,6 +5,9 @@ background"); a user types three ("a red circle moves to the right"). A model th
 ranks such a query badly (issue 15). Training shortens some captions, leaving out the size, the speed or the
 background (colour, shape and the motions always stay), and the loss counts every clip of the batch that
 has the attributes a caption names as a match of that caption, not only the clip it was written for.
+Either the shortened captions replace full ones (``shorten_captions``, ``partial_captions``), or they are
+extra queries beside the full captions (``shortened_queries``, ``partial_queries``), trained text-to-video
+only, so that every clip keeps its full caption and the video tower still learns every attribute.
 
 Matching is by keys: a clip's key is its scene's attribute indices; a caption's key ("wants") is the same
 with ``ANY`` where the caption leaves an attribute out. Caption ``i`` matches clip ``j`` when every column
@@ -67,3 +70,13 @@ def shorten_captions(
             if not kept:
                 wants[row, COLUMNS.index(name)] = ANY
     return shortened, wants
+
+
+def shortened_queries(
+    captions: list[str], keys: torch.Tensor, count: int, rng: np.random.Generator
+) -> tuple[list[str], torch.Tensor]:
+    """``count`` extra queries: captions drawn without replacement, each shortened as ``shorten_captions``
+    does (so one in eight keeps every attribute), and their keys (``wants``). A fixed count, so that every
+    rank of a distributed run gathers as many."""
+    rows = rng.choice(len(captions), size=count, replace=False)
+    return shorten_captions([captions[row] for row in rows], keys[torch.from_numpy(rows)], 1.0, rng)

@@ -37,8 +37,8 @@ from model.text_tower import tokenize
 from .data import CachedFrames, ClipFrames, PairData, ShardedBatches
 from .datasets import RetrievalSet, load_pairs
 from .evaluate import calibrate, evaluate
-from .loss import symmetric_infonce, twin_separation
-from .partial_captions import clip_keys, shorten_captions
+from .loss import query_loss, symmetric_infonce, twin_separation
+from .partial_captions import clip_keys, shorten_captions, shortened_queries
 from .twins import add_motion_twins
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ class TrainConfig:
     twin_separation: float = _opt(0.0, "weight of a hinge keeping twins apart in each tower (loss.twin_separation)")
     twin_margin: float = _opt(1.0, "distance of unit embeddings below which twins are pushed apart (1: cosine 0.5)")
     partial_captions: float = _opt(0.0, "fraction of tvr synth captions shortened as users type them")
+    partial_queries: float = _opt(
+        0.0, "shortened tvr synth captions added as text-to-video queries, per caption of a micro-batch"
+    )
     temporal_init: float = _opt(0.1, "std of the temporal table of a model trained from scratch ('all')")
     eval_every: int = _opt(0, "steps between validations (0: once per epoch)")
     save_every: int = _opt(0, "steps between numbered checkpoints (0: only last and best)")
@@ -225,13 +228,18 @@ def pair_loss(
     twins: torch.Tensor | None,
     cfg: TrainConfig,
     world: int = 1,
+    queries: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The training loss of one micro-batch: symmetric InfoNCE where a caption matches every clip with the
     attributes it names (``partial_captions``: clip ``keys``, caption ``wants``), plus the separation of
-    motion twins when the batch has them."""
+    motion twins when the batch has them, plus half the text-to-video loss of the extra ``queries``
+    (``partial_queries``: their embeddings and wanted keys) when there are some, which trains the text
+    tower only."""
     loss = symmetric_infonce(video, text, logit_scale, keys, wants)
     if twins is not None and cfg.twin_separation > 0:  # local: / world undoes the x world of the backward pass
         loss = loss + cfg.twin_separation * twin_separation(video, text, twins, cfg.twin_margin) / world
+    if queries is not None:  # the clips are constants here: short queries must not blur what the clips show
+        loss = loss + 0.5 * query_loss(video.detach(), queries[0], logit_scale, keys, queries[1])
     return loss
 
 
@@ -345,15 +353,23 @@ def train(cfg: TrainConfig, resume: str | None = None) -> TrainState:
                 twins = torch.tensor([(i, i + half) for i in range(half) if captions[i] != captions[i + half]])
             keys = clip_keys(captions)
             wants = keys
+            extra: list[str] = []  # shortened copies of full captions, as extra queries
+            extra_wants: torch.Tensor | None = None
+            count = min(len(captions), round(cfg.partial_queries * len(captions)))
+            if count > 0:
+                query_rng = np.random.default_rng([cfg.seed, state.epoch, state.batch_in_epoch, rank, 2])
+                extra, extra_wants = shortened_queries(captions, keys, count, query_rng)
             if cfg.partial_captions > 0:
                 short_rng = np.random.default_rng([cfg.seed, state.epoch, state.batch_in_epoch, rank, 1])
                 captions, wants = shorten_captions(captions, keys, cfg.partial_captions, short_rng)
-            ids = tokenize(captions, method.max_words).to(device)
+            ids = tokenize(captions + extra, method.max_words).to(device)
             last_micro = (state.batch_in_epoch + 1) % cfg.grad_accum == 0
             sync = ddp.no_sync() if (ddp is not None and not last_micro) else contextlib.nullcontext()
             with sync, autocast:
                 video, text = forward(frames_batch.to(device, non_blocking=True), ids)
-                loss = pair_loss(video, text, model.logit_scale, keys, wants, twins, cfg, world)
+                rows = len(captions)
+                queries = (text[rows:], extra_wants) if extra_wants is not None else None
+                loss = pair_loss(video, text[:rows], model.logit_scale, keys, wants, twins, cfg, world, queries)
             # Each rank back-propagates only into its own rows; x world undoes DDP's averaging of gradients.
             (loss * world / cfg.grad_accum).backward()
             loss_sum += loss.item() / cfg.grad_accum
