@@ -26,7 +26,7 @@ from model.preprocess import CLIP_MEAN, CLIP_STD, FramePreprocess, normalize_fra
 ARCH = "tvr-test-tiny"  # the tiny architecture, registered with open_clip under a name
 TAG = "half_stats"  # a pretrained tag of it whose statistics are not CLIP's
 HALF = FramePreprocess(64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bilinear", resize_mode="squash")
-DEMO_ID = "75923642b2e96a96"  # the shipped demo checkpoint's id: its weights digest (default preprocessing)
+DEMO_ID = "27f43aa57af781cf"  # the shipped demo checkpoint's id: its weights digest (default preprocessing)
 REFERENCE_ID = "b8bf570e913f7c7e"  # likewise for tests/data/reference-tiny/checkpoint.pth
 
 
