@@ -40,14 +40,13 @@ def symmetric_infonce(
     With ``labels`` as clip keys ``(N, K)`` and ``wants`` as caption keys ``(N, K)`` (``partial_captions``),
     caption i matches clip j when each column of ``wants[i]`` is ``ANY`` (-1) or equals ``labels[j]``'s.
     """
-    video = gather_with_local_grad(F.normalize(video.float(), dim=-1))
-    text = gather_with_local_grad(F.normalize(text.float(), dim=-1))
+    video, text = _unit_rows(video), _unit_rows(text)
     logits = logit_scale * text @ video.T  # (N, N): caption i against clip j
     if labels is None:
         target = torch.arange(logits.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-    keys = gather_with_local_grad(labels.to(logits.device)).reshape(logits.shape[0], -1)
-    wanted = keys if wants is None else gather_with_local_grad(wants.to(logits.device)).reshape(keys.shape)
+    keys = _key_rows(labels, logits.shape[0], logits.device)
+    wanted = keys if wants is None else _key_rows(wants, logits.shape[0], logits.device)
     matched = logits.masked_fill(~_matches(wanted, keys), float("-inf"))
     t2v = (logits.logsumexp(1) - matched.logsumexp(1)).mean()
     v2t = (logits.logsumexp(0) - matched.logsumexp(0)).mean()
@@ -60,13 +59,21 @@ def query_loss(
     """Text-to-video cross-entropy of extra ``queries`` (M, E) against the batch's clips (N, E): query i's
     probability is that of every clip j whose key ``keys[j]`` has the attributes ``wants[i]`` names (-1:
     any). Gathered across ranks like ``symmetric_infonce``; there is no video-to-text direction."""
-    video = gather_with_local_grad(F.normalize(video.float(), dim=-1))
-    queries = gather_with_local_grad(F.normalize(queries.float(), dim=-1))
-    logits = logit_scale * queries @ video.T  # (M, N)
-    keys = gather_with_local_grad(keys.to(logits.device)).reshape(logits.shape[1], -1)
-    wanted = gather_with_local_grad(wants.to(logits.device)).reshape(logits.shape[0], -1)
+    logits = logit_scale * _unit_rows(queries) @ _unit_rows(video).T  # (M, N)
+    keys = _key_rows(keys, logits.shape[1], logits.device)
+    wanted = _key_rows(wants, logits.shape[0], logits.device)
     matched = logits.masked_fill(~_matches(wanted, keys), float("-inf"))
     return (logits.logsumexp(1) - matched.logsumexp(1)).mean()
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' rows of ``x``, L2-normalised in float32 (gradient only into this rank's)."""
+    return gather_with_local_grad(F.normalize(x.float(), dim=-1))
+
+
+def _key_rows(keys: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
+    """All ranks' integer keys as ``(rows, K)`` (a 1-D label per row becomes ``K = 1``)."""
+    return gather_with_local_grad(keys.to(device)).reshape(rows, -1)
 
 
 def _matches(wanted: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
